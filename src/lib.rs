@@ -1,0 +1,65 @@
+//! pgstrata: a PostgreSQL wire-protocol proxy.
+//! `run` is the entry point that `main` and the integration tests both start.
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod localpg;
+pub mod metrics;
+pub mod protocol;
+pub mod proxy;
+pub mod rules;
+pub mod server;
+pub mod session;
+pub mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use rules::{Config, TlsMode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("tls.mode is {0:?} but no certificate and key are configured")]
+    TlsFiles(TlsMode),
+}
+
+/// Runs the proxy on `listener` until `shutdown` completes, then drains sessions.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let tls = match (&config.tls.mode, &config.tls.cert, &config.tls.key) {
+        (TlsMode::Disable, _, _) => None,
+        (_, Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        (mode, _, _) => return Err(RunError::TlsFiles(*mode)),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let proxy = Arc::new(proxy::Proxy::new(config, tls, stopped));
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let sampler = tokio::spawn(sample_pools(Arc::clone(&proxy)));
+    server::serve(listener, proxy).await;
+    sampler.abort();
+    Ok(())
+}
+
+/// Publishes per-pool server connection counts once a second.
+async fn sample_pools(proxy: Arc<proxy::Proxy>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for pool in proxy.pools.iter() {
+            let (open, idle) = pool.counts();
+            metrics::server_connections(&pool.name, open.saturating_sub(idle), idle);
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Length-checked framing of protocol messages: `tag (1 byte) + length (4 bytes, self-inclusive) + body`.
+//! The scanner only looks at headers; bodies are forwarded as the original bytes.
+
+use thiserror::Error;
+
+/// Largest regular message we accept (PostgreSQL's own limit is 1 GiB - 1).
+pub const MAX_FRAME_LEN: usize = 1024 * 1024 * 1024 - 1;
+/// Largest startup-phase packet (StartupMessage, SSLRequest, CancelRequest).
+/// PostgreSQL uses 10,000 bytes (MAX_STARTUP_PACKET_LENGTH).
+pub const MAX_STARTUP_LEN: usize = 10_000;
+/// Header size of a regular message: tag + length.
+pub const HEADER_LEN: usize = 5;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("invalid message length {length} for message type {tag:?}")]
+    BadLength { tag: char, length: i64 },
+    #[error("message of type {tag:?} is {length} bytes, over the {max}-byte limit")]
+    TooLarge {
+        tag: char,
+        length: usize,
+        max: usize,
+    },
+    #[error("invalid startup packet length {0}")]
+    BadStartupLength(i64),
+}
+
+/// One complete message inside a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef {
+    /// Message type byte.
+    pub tag: u8,
+    /// Offset of the first byte of the message (its tag) in the scanned buffer.
+    pub start: usize,
+    /// Total length of the message including tag and length field.
+    pub len: usize,
+}
+
+impl FrameRef {
+    /// The message body (after tag and length) within `buf`.
+    pub fn body<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.start + HEADER_LEN..self.start + self.len]
+    }
+}
+
+/// Parses the header at the start of `buf`: `Ok(None)` if fewer than 5 bytes are buffered.
+pub fn header(buf: &[u8], max_len: usize) -> Result<Option<(u8, usize)>, FrameError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let tag = buf[0];
+    let length = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    if length < 4 {
+        return Err(FrameError::BadLength {
+            tag: tag as char,
+            length: length.into(),
+        });
+    }
+    // `length` is non-negative here, so the cast is lossless.
+    let total = length as usize + 1;
+    if total > max_len {
+        return Err(FrameError::TooLarge {
+            tag: tag as char,
+            length: total,
+            max: max_len,
+        });
+    }
+    Ok(Some((tag, total)))
+}
+
+/// Returns the next complete frame starting at `offset`, if the buffer holds all of it.
+pub fn next_frame(
+    buf: &[u8],
+    offset: usize,
+    max_len: usize,
+) -> Result<Option<FrameRef>, FrameError> {
+    let rest = &buf[offset..];
+    match header(rest, max_len)? {
+        Some((tag, len)) if rest.len() >= len => Ok(Some(FrameRef {
+            tag,
+            start: offset,
+            len,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// Iterates over the complete frames at the front of a buffer.
+pub struct Frames<'a> {
+    buf: &'a [u8],
+    offset: usize,
+    max_len: usize,
+}
+
+impl<'a> Frames<'a> {
+    pub fn new(buf: &'a [u8], max_len: usize) -> Self {
+        Frames {
+            buf,
+            offset: 0,
+            max_len,
+        }
+    }
+
+    /// Bytes covered by the complete frames returned so far.
+    pub fn consumed(&self) -> usize {
+        self.offset
+    }
+}
+
+impl Iterator for Frames<'_> {
+    type Item = Result<FrameRef, FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match next_frame(self.buf, self.offset, self.max_len) {
+            Ok(Some(frame)) => {
+                self.offset += frame.len;
+                Some(Ok(frame))
+            }
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// Length of a complete startup-phase packet (`length (4) + payload`), if buffered.
+pub fn startup_packet_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let length = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    // The smallest valid packet is length + protocol code (8 bytes).
+    if !(8..=MAX_STARTUP_LEN as i32).contains(&length) {
+        return Err(FrameError::BadStartupLength(length.into()));
+    }
+    let len = length as usize;
+    Ok((buf.len() >= len).then_some(len))
+}
+
+/// Reads a NUL-terminated string at the front of `buf`, returning it and the rest.
+pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = buf.iter().position(|&b| b == 0)?;
+    Some((&buf[..end], &buf[end + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn splits_complete_frames_and_stops_at_partial() {
+        let mut buf = msg(b'Q', b"select 1\0");
+        buf.extend(msg(b'S', b""));
+        let partial = msg(b'P', b"abcdef");
+        buf.extend_from_slice(&partial[..7]);
+        let mut frames = Frames::new(&buf, MAX_FRAME_LEN);
+        let first = frames.next().unwrap().unwrap();
+        assert_eq!((first.tag, first.start, first.len), (b'Q', 0, 14));
+        assert_eq!(first.body(&buf), b"select 1\0");
+        let second = frames.next().unwrap().unwrap();
+        assert_eq!((second.tag, second.start, second.len), (b'S', 14, 5));
+        assert!(frames.next().is_none());
+        assert_eq!(frames.consumed(), 19);
+    }
+
+    #[test]
+    fn rejects_bad_lengths() {
+        let cases: &[(&[u8], FrameError)] = &[
+            (
+                &[b'Q', 0, 0, 0, 3],
+                FrameError::BadLength {
+                    tag: 'Q',
+                    length: 3,
+                },
+            ),
+            (
+                &[b'Q', 0xff, 0xff, 0xff, 0xff],
+                FrameError::BadLength {
+                    tag: 'Q',
+                    length: -1,
+                },
+            ),
+            (
+                &[b'd', 0x7f, 0xff, 0xff, 0xff],
+                FrameError::TooLarge {
+                    tag: 'd',
+                    length: 0x8000_0000,
+                    max: MAX_FRAME_LEN,
+                },
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(header(bytes, MAX_FRAME_LEN).unwrap_err(), *want);
+        }
+    }
+
+    #[test]
+    fn startup_length_is_bounded() {
+        assert_eq!(startup_packet_len(&[0, 0, 0]).unwrap(), None);
+        assert_eq!(startup_packet_len(&[0, 0, 0, 8, 1, 2]).unwrap(), None);
+        assert_eq!(
+            startup_packet_len(&[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]).unwrap(),
+            Some(8)
+        );
+        assert!(startup_packet_len(&[0x7f, 0xff, 0xff, 0xff]).is_err());
+        assert!(startup_packet_len(&[0, 0, 0, 4]).is_err());
+    }
+
+    #[test]
+    fn cstr_splits_at_nul() {
+        assert_eq!(cstr(b"ab\0cd"), Some((&b"ab"[..], &b"cd"[..])));
+        assert_eq!(cstr(b"ab"), None);
+    }
+}

@@ -1,0 +1,200 @@
+//! Typed views of the message types the proxy inspects. Bodies stay in the original buffer;
+//! these helpers decode only the few fields the proxy needs.
+
+use super::frame::cstr;
+use super::reply::TxStatus;
+
+/// Frontend (client → server) message types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    Query,
+    Parse,
+    Bind,
+    Execute,
+    Describe,
+    Close,
+    Sync,
+    Flush,
+    Terminate,
+    CopyData,
+    CopyDone,
+    CopyFail,
+    FunctionCall,
+    Password,
+    /// A type we do not know: forwarded untouched.
+    Other(u8),
+}
+
+impl Frontend {
+    pub fn from_tag(tag: u8) -> Frontend {
+        match tag {
+            b'Q' => Frontend::Query,
+            b'P' => Frontend::Parse,
+            b'B' => Frontend::Bind,
+            b'E' => Frontend::Execute,
+            b'D' => Frontend::Describe,
+            b'C' => Frontend::Close,
+            b'S' => Frontend::Sync,
+            b'H' => Frontend::Flush,
+            b'X' => Frontend::Terminate,
+            b'd' => Frontend::CopyData,
+            b'c' => Frontend::CopyDone,
+            b'f' => Frontend::CopyFail,
+            b'F' => Frontend::FunctionCall,
+            b'p' => Frontend::Password,
+            other => Frontend::Other(other),
+        }
+    }
+
+    /// Whether the server answers this message with a ReadyForQuery.
+    pub fn expects_ready(self) -> bool {
+        matches!(
+            self,
+            Frontend::Query | Frontend::Sync | Frontend::FunctionCall
+        )
+    }
+}
+
+/// Backend (server → client) message types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    ReadyForQuery,
+    ParameterStatus,
+    ErrorResponse,
+    NoticeResponse,
+    CommandComplete,
+    CopyInResponse,
+    CopyOutResponse,
+    CopyBothResponse,
+    BackendKeyData,
+    Authentication,
+    NotificationResponse,
+    Other(u8),
+}
+
+impl Backend {
+    pub fn from_tag(tag: u8) -> Backend {
+        match tag {
+            b'Z' => Backend::ReadyForQuery,
+            b'S' => Backend::ParameterStatus,
+            b'E' => Backend::ErrorResponse,
+            b'N' => Backend::NoticeResponse,
+            b'C' => Backend::CommandComplete,
+            b'G' => Backend::CopyInResponse,
+            b'H' => Backend::CopyOutResponse,
+            b'W' => Backend::CopyBothResponse,
+            b'K' => Backend::BackendKeyData,
+            b'R' => Backend::Authentication,
+            b'A' => Backend::NotificationResponse,
+            other => Backend::Other(other),
+        }
+    }
+}
+
+/// The status byte of a ReadyForQuery body.
+pub fn ready_status(body: &[u8]) -> Option<TxStatus> {
+    match body {
+        [b] => TxStatus::from_byte(*b),
+        _ => None,
+    }
+}
+
+/// Name and value of a ParameterStatus body.
+pub fn parameter_status(body: &[u8]) -> Option<(String, String)> {
+    let (name, rest) = cstr(body)?;
+    let (value, _) = cstr(rest)?;
+    Some((
+        String::from_utf8_lossy(name).into_owned(),
+        String::from_utf8_lossy(value).into_owned(),
+    ))
+}
+
+/// The fields of an ErrorResponse/NoticeResponse body we care about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorFields {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+}
+
+pub fn error_fields(body: &[u8]) -> ErrorFields {
+    let mut fields = ErrorFields::default();
+    let mut rest = body;
+    while let Some((&kind, after)) = rest.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let Some((value, next)) = cstr(after) else {
+            break;
+        };
+        let value = String::from_utf8_lossy(value).into_owned();
+        match kind {
+            b'S' => fields.severity = value,
+            b'C' => fields.code = value,
+            b'M' => fields.message = value,
+            _ => {}
+        }
+        rest = next;
+    }
+    fields
+}
+
+/// The SQLSTATE bytes of an ErrorResponse body, without allocating.
+pub fn error_code(body: &[u8]) -> &[u8] {
+    let mut rest = body;
+    while let Some((&kind, after)) = rest.split_first() {
+        let Some((value, next)) = cstr(after) else {
+            break;
+        };
+        if kind == b'C' {
+            return value;
+        }
+        if kind == 0 {
+            break;
+        }
+        rest = next;
+    }
+    b""
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_inspected_bodies() {
+        assert_eq!(ready_status(b"T"), Some(TxStatus::InTransaction));
+        assert_eq!(ready_status(b"TT"), None);
+        assert_eq!(
+            parameter_status(b"TimeZone\0UTC\0"),
+            Some(("TimeZone".into(), "UTC".into()))
+        );
+        assert_eq!(parameter_status(b"TimeZone\0UTC"), None);
+        let body = b"SERROR\0C42P01\0Mrelation missing\0\0";
+        let f = error_fields(body);
+        assert_eq!(
+            (f.severity.as_str(), f.code.as_str(), f.message.as_str()),
+            ("ERROR", "42P01", "relation missing")
+        );
+        assert_eq!(error_code(body), b"42P01");
+        assert_eq!(error_code(b"SERROR\0"), b"");
+    }
+
+    #[test]
+    fn ready_expected_after_query_sync_function_call() {
+        for (tag, want) in [
+            (b'Q', true),
+            (b'S', true),
+            (b'F', true),
+            (b'E', false),
+            (b'H', false),
+        ] {
+            assert_eq!(
+                Frontend::from_tag(tag).expects_ready(),
+                want,
+                "{}",
+                tag as char
+            );
+        }
+    }
+}
