@@ -1,0 +1,235 @@
+//! The resolved rules the proxy runs with: defaults applied, references checked,
+//! paths resolved and SCRAM verifiers derived. Built only by `load`, only when valid.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::scram::ScramVerifier;
+use super::secret::Secret;
+
+/// A whole, valid rules file.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub metrics: Option<MetricsConfig>,
+    pub tls: TlsConfig,
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    /// Keyed by the database name clients connect to.
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    /// Keyed by the user name clients log in with.
+    pub users: BTreeMap<String, UserConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ListenConfig {
+    pub address: SocketAddr,
+    /// Client connections accepted at once, across all databases.
+    pub max_client_connections: usize,
+    /// How long to let sessions finish after a shutdown signal before closing them.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    /// Where the Prometheus exporter listens.
+    pub address: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// Certificate chain (PEM), resolved against the rules file's directory; checked to
+    /// exist at load unless `mode` is `disable`.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM), resolved like `cert`.
+    pub key: Option<PathBuf>,
+}
+
+/// Whether clients may or must use TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Refuse `SSLRequest`; plaintext only.
+    #[default]
+    Disable,
+    /// Accept TLS and plaintext.
+    Allow,
+    /// Refuse plaintext sessions.
+    Require,
+}
+
+impl TlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Allow => "allow",
+            Self::Require => "require",
+        }
+    }
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub primary: ServerAddr,
+    pub replicas: Vec<ReplicaConfig>,
+}
+
+/// A PostgreSQL server's host (name or IP) and port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    pub server: ServerAddr,
+    /// Relative share of the reads sent to this replica (at least 1).
+    pub weight: u32,
+    /// Replication lag beyond which the replica gets no reads; `None` = never excluded for lag.
+    pub max_lag: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// Name of an entry in `Config::clusters` (checked at load).
+    pub cluster: String,
+    /// Database name on the PostgreSQL servers.
+    pub server_database: String,
+    pub pool: PoolConfig,
+    /// Client connections to this database at once; `None` = only the global cap applies.
+    pub max_client_connections: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    pub mode: PoolMode,
+    /// Server connections per pool, at least 1.
+    pub size: u32,
+    /// Idle server connections kept open, at most `size`.
+    pub min_idle: u32,
+    /// How long a client waits for a server connection before its query fails.
+    pub checkout_timeout: Duration,
+    /// Idle server connections are closed after this; `None` (written `0s`) = never.
+    pub idle_timeout: Option<Duration>,
+    /// Server connections are closed after this age; `None` (written `0s`) = never.
+    pub max_lifetime: Option<Duration>,
+}
+
+/// When a server connection goes back to the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// When the client disconnects.
+    #[default]
+    Session,
+    /// At the end of each transaction.
+    Transaction,
+}
+
+#[derive(Clone, Debug)]
+pub struct UserConfig {
+    pub auth: AuthMethod,
+    /// What the client's password is checked against.
+    pub client_secret: ClientSecret,
+    /// Role name used on the PostgreSQL servers.
+    pub server_user: String,
+    /// Password for the PostgreSQL servers (SCRAM, MD5 or cleartext, as the server asks).
+    pub server_password: Option<Secret>,
+    /// Derived once at load when `auth` is SCRAM and `client_secret` is a plaintext password.
+    derived_verifier: Option<ScramVerifier>,
+}
+
+impl UserConfig {
+    /// Builds a user, deriving the SCRAM verifier now if client authentication needs one
+    /// and only a plaintext password is known (4096 PBKDF2 rounds: done once, not per login).
+    pub fn new(
+        auth: AuthMethod,
+        client_secret: ClientSecret,
+        server_user: String,
+        server_password: Option<Secret>,
+    ) -> Self {
+        let derived_verifier = match (&auth, &client_secret) {
+            (AuthMethod::ScramSha256, ClientSecret::Password(password)) => {
+                Some(ScramVerifier::from_password(password.expose()))
+            }
+            _ => None,
+        };
+        Self {
+            auth,
+            client_secret,
+            server_user,
+            server_password,
+            derived_verifier,
+        }
+    }
+
+    /// The SCRAM verifier for client auth (derived once at load from a password if needed).
+    pub fn scram_verifier(&self) -> Option<&ScramVerifier> {
+        match &self.client_secret {
+            ClientSecret::Scram(verifier) => Some(verifier),
+            _ => self.derived_verifier.as_ref(),
+        }
+    }
+}
+
+/// How clients authenticate to the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+pub enum AuthMethod {
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+    /// No password asked.
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScramSha256 => "scram-sha-256",
+            Self::Md5 => "md5",
+            Self::Trust => "trust",
+        }
+    }
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the proxy checks a client's password against.
+#[derive(Clone, Debug)]
+pub enum ClientSecret {
+    /// `trust`: nothing.
+    None,
+    /// The plaintext password.
+    Password(Secret),
+    /// `"md5"` + hex of md5(password || user), as PostgreSQL stores it.
+    Md5Hash(Secret),
+    Scram(ScramVerifier),
+}

@@ -1,0 +1,29 @@
+//! The rules: pgstrata's YAML configuration (listen address, TLS, clusters, databases, users).
+//! `load` reads a file, substitutes `${VAR}`s, parses, validates and returns a `Config`, or
+//! every problem found as `file:line:column: yaml.path: message`.
+
+mod build;
+mod columns;
+mod config;
+mod duration;
+mod env;
+mod load;
+mod outline;
+mod problem;
+mod schema;
+mod scram;
+mod secret;
+mod users;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{
+    AuthMethod, ClientSecret, ClusterConfig, Config, DatabaseConfig, ListenConfig, MetricsConfig,
+    PoolConfig, PoolMode, ReplicaConfig, ServerAddr, TlsConfig, TlsMode, UserConfig,
+};
+pub use duration::{parse_duration, DurationError};
+pub use load::{load, load_str};
+pub use problem::{ConfigErrors, Problem};
+pub use scram::ScramVerifier;
+pub use secret::Secret;
