@@ -1,0 +1,151 @@
+//! Cancel keys: the proxy gives each client its own BackendKeyData and maps it
+//! to the server process the client is using at that moment.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::connection::ServerKey;
+
+/// The server process a client's cancel request must reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelTarget {
+    pub host: String,
+    pub port: u16,
+    pub key: ServerKey,
+}
+
+#[derive(Debug)]
+struct Entry {
+    secret: i32,
+    target: Option<CancelTarget>,
+}
+
+/// All live client keys.
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    entries: Mutex<HashMap<i32, Entry>>,
+}
+
+/// A client's registered key; unregisters on drop.
+#[derive(Debug)]
+pub struct CancelKey {
+    registry: Arc<CancelRegistry>,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+impl CancelRegistry {
+    /// Issues a fresh random key for a client session.
+    pub fn register(self: &Arc<Self>) -> CancelKey {
+        let mut entries = lock(&self.entries);
+        loop {
+            // Positive pids, like PostgreSQL's, so clients print them sensibly.
+            let pid = rand::random::<i32>() & i32::MAX;
+            if pid == 0 || entries.contains_key(&pid) {
+                continue;
+            }
+            let secret = rand::random::<i32>();
+            entries.insert(
+                pid,
+                Entry {
+                    secret,
+                    target: None,
+                },
+            );
+            return CancelKey {
+                registry: Arc::clone(self),
+                pid,
+                secret,
+            };
+        }
+    }
+
+    /// The server target for a client key, if the key is valid and the client holds a server.
+    pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
+        let entries = lock(&self.entries);
+        let entry = entries.get(&pid)?;
+        let expected = entry.secret.to_be_bytes();
+        // Constant-time comparison of the secret.
+        let same = secret.len() == 4
+            && expected
+                .iter()
+                .zip(secret)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            entry.target.clone()
+        } else {
+            None
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl CancelKey {
+    /// Points the key at the server the client now uses (or at none).
+    pub fn set_target(&self, target: Option<CancelTarget>) {
+        if let Some(entry) = lock(&self.registry.entries).get_mut(&self.pid) {
+            entry.target = target;
+        }
+    }
+}
+
+impl Drop for CancelKey {
+    fn drop(&mut self) {
+        lock(&self.registry.entries).remove(&self.pid);
+    }
+}
+
+/// Sends a CancelRequest to a server process over a new connection.
+pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    let mut buf = BytesMut::new();
+    frontend::cancel_request(target.key.pid, target.key.secret, &mut buf);
+    stream.write_all(&buf).await?;
+    stream.shutdown().await
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map inconsistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_targets_and_unregister() {
+        let registry = Arc::new(CancelRegistry::default());
+        let key = registry.register();
+        let secret = key.secret.to_be_bytes();
+        assert_eq!(registry.lookup(key.pid, &secret), None);
+        let target = CancelTarget {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            key: ServerKey { pid: 9, secret: 10 },
+        };
+        key.set_target(Some(target.clone()));
+        assert_eq!(registry.lookup(key.pid, &secret), Some(target));
+        let mut wrong = secret;
+        wrong[3] ^= 1;
+        assert_eq!(registry.lookup(key.pid, &wrong), None);
+        assert_eq!(registry.lookup(key.pid, &secret[..3]), None);
+        let pid = key.pid;
+        drop(key);
+        assert_eq!(registry.lookup(pid, &secret), None);
+        assert!(registry.is_empty());
+    }
+}

@@ -1,0 +1,29 @@
+//! Errors of server connections and pools.
+
+use thiserror::Error;
+
+use crate::protocol::message::ErrorFields;
+
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("could not connect to server {address}: {source}")]
+    Connect {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server connection I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server closed the connection")]
+    Closed,
+    #[error("server protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("server requested unsupported authentication: {0}")]
+    UnsupportedAuth(&'static str),
+    #[error("server requested a password but none is configured (server_password)")]
+    NoPassword,
+    #[error("SCRAM authentication with the server failed: {0}")]
+    Scram(std::io::Error),
+    #[error("server error {}: {}", .0.code, .0.message)]
+    Server(ErrorFields),
+}
