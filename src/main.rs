@@ -1,0 +1,181 @@
+//! pgstrata command line: run the proxy, check a config, or start a local demo.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use pgstrata::localpg::{ClusterOptions, LocalCluster};
+use pgstrata::rules;
+
+#[derive(Parser)]
+#[command(version, about = "PostgreSQL wire-protocol proxy")]
+struct Cli {
+    /// Config file to run with.
+    #[arg(long, default_value = "rules/pgstrata.yaml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate a config file; print every problem as file:line:column: path: message.
+    Check { file: PathBuf },
+    /// Start a local primary + streaming replica and pgstrata in front of them.
+    Demo {
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match cli.command {
+        Some(Command::Check { file }) => check(&file),
+        Some(Command::Demo { port }) => runtime()?.block_on(demo(port)),
+        Some(Command::Run) | None => runtime()?.block_on(run(&cli.config)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn check(file: &Path) -> anyhow::Result<()> {
+    match rules::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Err(errors) => {
+            print!("{errors}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn load(file: &Path) -> anyhow::Result<rules::Config> {
+    rules::load(file).map_err(|errors| {
+        eprint!("{errors}");
+        anyhow::anyhow!("{} is not valid", file.display())
+    })
+}
+
+async fn run(file: &Path) -> anyhow::Result<()> {
+    let config = load(file)?;
+    if let Some(metrics) = &config.metrics {
+        pgstrata::metrics::install_exporter(metrics.address)
+            .map_err(|e| anyhow::anyhow!("metrics exporter on {}: {e}", metrics.address))?;
+        tracing::info!(address = %metrics.address, "serving /metrics");
+    }
+    let address = config.listen.address;
+    let listener = bind(address).await?;
+    tracing::info!(%address, "pgstrata listening");
+    pgstrata::run(listener, config, shutdown_signal()).await?;
+    tracing::info!("pgstrata stopped");
+    Ok(())
+}
+
+async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}
+
+const DEMO_USER: &str = "app";
+const DEMO_PASSWORD: &str = "app-secret";
+
+/// A primary, a streaming replica and pgstrata, all on loopback, until Ctrl-C.
+async fn demo(port: u16) -> anyhow::Result<()> {
+    println!("starting a local PostgreSQL primary and streaming replica...");
+    let cluster = LocalCluster::start(ClusterOptions::default()).await?;
+    let result = demo_with(&cluster, port).await;
+    println!("stopping PostgreSQL and removing its files...");
+    cluster.stop().await;
+    result
+}
+
+async fn demo_with(cluster: &LocalCluster, port: u16) -> anyhow::Result<()> {
+    let primary = cluster.primary();
+    primary.create_role(DEMO_USER, DEMO_PASSWORD, false).await?;
+    primary.create_database(DEMO_USER, DEMO_USER).await?;
+    let Some(replica) = cluster.replica() else {
+        bail!("the demo cluster has no replica");
+    };
+    let config_path = cluster.root().join("pgstrata-demo.yaml");
+    std::fs::write(
+        &config_path,
+        demo_config(port, primary.port(), replica.port()),
+    )
+    .with_context(|| format!("writing {}", config_path.display()))?;
+    let config = load(&config_path)?;
+    let listener = bind(config.listen.address).await?;
+    println!(
+        "\npgstrata is listening on 127.0.0.1:{port} (config: {})\n\n  psql \"host=127.0.0.1 port={port} user={DEMO_USER} password={DEMO_PASSWORD} dbname={DEMO_USER}\"\n\nprimary: 127.0.0.1:{}  replica: 127.0.0.1:{}  — press Ctrl-C to stop.",
+        config_path.display(),
+        primary.port(),
+        replica.port()
+    );
+    pgstrata::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn demo_config(port: u16, primary: u16, replica: u16) -> String {
+    format!(
+        r#"# Generated by `pgstrata demo`: local, throwaway credentials.
+listen:
+  address: "127.0.0.1:{port}"
+  shutdown_timeout: 5s
+clusters:
+  main:
+    primary: {{ host: 127.0.0.1, port: {primary} }}
+    replicas:
+      - {{ host: 127.0.0.1, port: {replica} }}
+databases:
+  {DEMO_USER}:
+    cluster: main
+    pool_mode: session
+    pool_size: 20
+users:
+  {DEMO_USER}:
+    auth: scram-sha-256
+    password: "{DEMO_PASSWORD}"
+    server_password: "{DEMO_PASSWORD}"
+"#
+    )
+}

@@ -1,0 +1,65 @@
+//! Prometheus metrics: handles registered once, names `pgstrata_<subsystem>_<noun>_<unit>`.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+/// Handles for the hot-path metrics.
+pub struct Metrics {
+    pub client_connections: Gauge,
+    pub clients_accepted: Counter,
+    pub clients_rejected: Counter,
+    pub queries: Counter,
+    pub transactions: Counter,
+    pub transaction_duration: Histogram,
+    pub checkout_wait: Histogram,
+    pub server_connections_dropped: Counter,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+static EXPORTER: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// The process-wide handles. Install the exporter before the first call, or they are no-ops.
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(|| Metrics {
+        client_connections: gauge!("pgstrata_client_connections"),
+        clients_accepted: counter!("pgstrata_client_connections_accepted_total"),
+        clients_rejected: counter!("pgstrata_client_connections_rejected_total"),
+        queries: counter!("pgstrata_queries_total"),
+        transactions: counter!("pgstrata_transactions_total"),
+        transaction_duration: histogram!("pgstrata_transaction_duration_seconds"),
+        checkout_wait: histogram!("pgstrata_pool_checkout_wait_seconds"),
+        server_connections_dropped: counter!("pgstrata_server_connections_dropped_total"),
+    })
+}
+
+/// Counts an error sent to a client, by SQLSTATE class (a closed set of labels).
+pub fn error(class: &'static str) {
+    counter!("pgstrata_errors_total", "class" => class).increment(1);
+}
+
+/// Sets the per-pool server connection gauges.
+pub fn server_connections(pool: &str, active: u32, idle: u32) {
+    let pool = pool.to_owned();
+    gauge!("pgstrata_server_connections", "pool" => pool.clone(), "state" => "active")
+        .set(f64::from(active));
+    gauge!("pgstrata_server_connections", "pool" => pool, "state" => "idle").set(f64::from(idle));
+}
+
+/// Installs the Prometheus exporter with an HTTP listener serving `/metrics`.
+/// Only the first call in a process installs; later calls report that result.
+pub fn install_exporter(address: SocketAddr) -> Result<(), String> {
+    EXPORTER
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .with_http_listener(address)
+                .set_buckets(&[
+                    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0,
+                ])
+                .and_then(|b| b.install())
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}

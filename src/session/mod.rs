@@ -1,0 +1,176 @@
+//! A client session: handshake, authentication, attaching a server connection, then the relay.
+//! Session pooling today: the client holds one server connection until it leaves.
+
+mod auth;
+mod error;
+mod io;
+mod params;
+mod relay;
+mod startup;
+pub mod state;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+pub use error::SessionError;
+
+use crate::backend::cancel::CancelTarget;
+use crate::backend::{CancelKey, PooledServer};
+use crate::metrics;
+use crate::protocol::reply;
+use crate::protocol::startup::StartupParams;
+use crate::protocol::TxStatus;
+use crate::proxy::Proxy;
+use crate::tls::ClientStream;
+use relay::Relay;
+use startup::{handshake, Opening};
+
+/// Time a client has to finish startup and authentication (PostgreSQL's authentication_timeout).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serves one client connection to its end. Errors end only this connection.
+pub async fn serve(tcp: TcpStream, proxy: &Proxy) {
+    let (mut stream, buf, startup) =
+        match tokio::time::timeout(STARTUP_TIMEOUT, handshake(tcp, proxy)).await {
+            Err(_) => return tracing::debug!("client did not finish startup in time"),
+            Ok(Err((e, mut stream))) => return report(stream.as_mut(), e).await,
+            Ok(Ok(Opening::Cancel)) => return tracing::debug!("cancel request handled"),
+            Ok(Ok(Opening::Session {
+                stream,
+                buf,
+                startup,
+            })) => (stream, buf, startup),
+        };
+    let attached = match prepare(&mut stream, buf, &startup, proxy).await {
+        Ok(attached) => attached,
+        Err(e) => return report(Some(&mut stream), e).await,
+    };
+    let client_is_tls = stream.is_tls();
+    let (client_reader, client_writer) = tokio::io::split(stream);
+    let relay = Relay {
+        client_reader,
+        client_writer,
+        client_is_tls,
+        from_client: attached.buf,
+        to_client: BytesMut::with_capacity(16 * 1024),
+        to_server: BytesMut::with_capacity(16 * 1024),
+        server: attached.server,
+        state: state::RelayState::default(),
+        cancel_key: attached.cancel_key,
+        shutdown: proxy.shutdown.clone(),
+        client_unflushed: false,
+    };
+    if let Err(e) = relay.run().await {
+        tracing::debug!(error = %e, "session ended with an error");
+    }
+    drop(attached.database_permit);
+}
+
+/// Logs a session error and tells the client, when it can still be told.
+async fn report(stream: Option<&mut ClientStream>, e: SessionError) {
+    tracing::debug!(error = %e, "session ended with an error");
+    let (Some(stream), Some(reply)) = (stream, e.reply()) else {
+        return;
+    };
+    metrics::error(reply.code.class());
+    let mut out = BytesMut::new();
+    reply.encode(&mut out);
+    let _ = io::send(stream, &out).await;
+}
+
+/// What a session holds once it is authenticated and attached to a server.
+struct Attached {
+    /// Client bytes already read past authentication.
+    buf: BytesMut,
+    server: PooledServer,
+    cancel_key: CancelKey,
+    database_permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Authenticates the client and attaches a server connection, then greets the client.
+async fn prepare(
+    stream: &mut ClientStream,
+    mut buf: BytesMut,
+    startup: &StartupParams,
+    proxy: &Proxy,
+) -> Result<Attached, SessionError> {
+    let user_name = startup.user().ok_or(SessionError::NoUser)?.to_owned();
+    let database = startup.database().unwrap_or_default().to_owned();
+    let settings = params::requested_settings(&startup.params)?;
+    let span = tracing::Span::current();
+    span.record("user", user_name.as_str());
+    span.record("database", database.as_str());
+
+    let mut out = BytesMut::new();
+    let extensions = params::protocol_extensions(&startup.params);
+    if startup.minor > 0 || !extensions.is_empty() {
+        reply::negotiate_protocol_version(&mut out, extensions);
+        io::send(stream, &out).await?;
+        out.clear();
+    }
+    let user = proxy.config.users.get(&user_name);
+    tokio::time::timeout(
+        STARTUP_TIMEOUT,
+        auth::authenticate(stream, &mut buf, &user_name, user),
+    )
+    .await
+    .map_err(|_| SessionError::StartupTimeout)??;
+    let pool = proxy
+        .pools
+        .get(&database, &user_name)
+        .ok_or_else(|| SessionError::UnknownDatabase(database.clone()))?;
+    let database_permit = proxy.database_permit(&database)?;
+
+    let cancel_key = proxy.cancels.register();
+    let server = attach(pool.checkout().await?, &settings).await?;
+    cancel_key.set_target(Some(CancelTarget {
+        host: server.target.host.clone(),
+        port: server.target.port,
+        key: server.key,
+    }));
+    welcome(&mut out, &server, &cancel_key);
+    io::send(stream, &out).await?;
+    tracing::debug!(pool = %pool.name, "session attached");
+    Ok(Attached {
+        buf,
+        server,
+        cancel_key,
+        database_permit,
+    })
+}
+
+/// Applies the client's startup settings to a fresh server connection.
+async fn attach(
+    mut server: PooledServer,
+    settings: &[(String, String)],
+) -> Result<PooledServer, SessionError> {
+    if let Some(sql) = params::set_config_sql(settings) {
+        match server.run_hidden(&sql).await {
+            Ok(None) => {}
+            Ok(Some(fields)) => {
+                // The connection itself is fine (the error ended the statement); keep it
+                // only if the server says so.
+                server.broken = server.status != TxStatus::Idle;
+                return Err(SessionError::StartupParameter(fields));
+            }
+            Err(e) => {
+                server.broken = true;
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(server)
+}
+
+/// AuthenticationOk, the server's parameters, our cancel key, ReadyForQuery.
+fn welcome(out: &mut BytesMut, server: &PooledServer, key: &CancelKey) {
+    reply::auth_ok(out);
+    for (name, value) in &server.params {
+        reply::parameter_status(out, name, value);
+    }
+    reply::backend_key_data(out, key.pid, key.secret);
+    reply::ready_for_query(out, TxStatus::Idle);
+}
