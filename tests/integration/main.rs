@@ -1,0 +1,10 @@
+//! Integration tests: real PostgreSQL (primary + streaming replica), pgstrata in-process,
+//! real clients (tokio-postgres, sqlx, psql, pgbench, raw sockets).
+
+mod bad_input;
+mod drivers;
+mod limits;
+mod psql;
+mod security;
+mod support;
+mod tools;

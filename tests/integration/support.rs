@@ -1,0 +1,266 @@
+//! Test support: one real PostgreSQL primary + streaming replica per test binary, and
+//! pgstrata started in-process on port 0 with a config built for each test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pgstrata::localpg::{ClusterOptions, LocalCluster, LocalServer};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-secret";
+pub const MD5_USER: &str = "md5_user";
+pub const MD5_PASSWORD: &str = "md5-secret";
+/// A proxy user authenticated by `trust` and mapped to the server role `app`.
+pub const TRUST_USER: &str = "trusty";
+pub const DATABASE: &str = "app";
+
+/// The cluster shared by every test in this binary. Its servers stop when the test
+/// process exits (localpg's supervisors watch our pipe).
+pub fn cluster() -> &'static LocalCluster {
+    static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        // A runtime of its own on its own thread: tests run inside other runtimes.
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let cluster = rt.block_on(async {
+                let cluster = LocalCluster::start(ClusterOptions::default())
+                    .await
+                    .expect("start PostgreSQL primary + replica");
+                let primary = cluster.primary();
+                primary
+                    .create_role(APP_USER, APP_PASSWORD, false)
+                    .await
+                    .expect("create role app");
+                primary
+                    .create_role(MD5_USER, MD5_PASSWORD, true)
+                    .await
+                    .expect("create role md5_user");
+                primary
+                    .create_database(DATABASE, APP_USER)
+                    .await
+                    .expect("create database app");
+                cluster
+                    .wait_for_replica()
+                    .await
+                    .expect("replica catches up");
+                cluster
+            });
+            // Keep the runtime (and the cluster's process handles) alive for the process.
+            std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+            cluster
+        })
+        .join()
+        .expect("cluster setup thread")
+    })
+}
+
+pub fn primary() -> &'static LocalServer {
+    cluster().primary()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    cluster().bin_dir().join(name)
+}
+
+/// How to build a test proxy.
+#[derive(Clone, Debug)]
+pub struct ProxyBuilder {
+    pool_mode: &'static str,
+    pool_size: u32,
+    checkout_timeout: &'static str,
+    max_client_connections: usize,
+    tls: Option<(&'static str, PathBuf, PathBuf)>,
+}
+
+impl Default for ProxyBuilder {
+    fn default() -> Self {
+        ProxyBuilder {
+            pool_mode: "session",
+            pool_size: 20,
+            checkout_timeout: "5s",
+            max_client_connections: 2000,
+            tls: None,
+        }
+    }
+}
+
+impl ProxyBuilder {
+    pub fn pool_size(mut self, n: u32) -> Self {
+        self.pool_size = n;
+        self
+    }
+
+    pub fn checkout_timeout(mut self, t: &'static str) -> Self {
+        self.checkout_timeout = t;
+        self
+    }
+
+    pub fn max_client_connections(mut self, n: usize) -> Self {
+        self.max_client_connections = n;
+        self
+    }
+
+    pub fn tls(mut self, mode: &'static str, cert: &Path, key: &Path) -> Self {
+        self.tls = Some((mode, cert.to_owned(), key.to_owned()));
+        self
+    }
+
+    fn yaml(&self) -> String {
+        let primary = primary();
+        let tls = match &self.tls {
+            None => String::new(),
+            Some((mode, cert, key)) => format!(
+                "tls:\n  mode: {mode}\n  cert: {}\n  key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+        };
+        format!(
+            r#"listen:
+  address: "127.0.0.1:0"
+  max_client_connections: {max}
+  shutdown_timeout: 2s
+{tls}clusters:
+  main:
+    primary: {{ host: 127.0.0.1, port: {port} }}
+databases:
+  {DATABASE}:
+    cluster: main
+    pool_mode: {mode}
+    pool_size: {size}
+    checkout_timeout: {timeout}
+users:
+  {APP_USER}:
+    auth: scram-sha-256
+    password: "{APP_PASSWORD}"
+    server_password: "{APP_PASSWORD}"
+  {MD5_USER}:
+    auth: md5
+    password: "{MD5_PASSWORD}"
+    server_password: "{MD5_PASSWORD}"
+  {TRUST_USER}:
+    auth: trust
+    server_user: {APP_USER}
+    server_password: "{APP_PASSWORD}"
+"#,
+            max = self.max_client_connections,
+            port = primary.port(),
+            mode = self.pool_mode,
+            size = self.pool_size,
+            timeout = self.checkout_timeout,
+        )
+    }
+
+    /// Starts pgstrata in-process on a free port.
+    pub async fn start(self) -> TestProxy {
+        let yaml = self.yaml();
+        let config = pgstrata::rules::load_str(&yaml, Path::new("test.yaml"), &|_| None)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            pgstrata::run(listener, config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("proxy run");
+        });
+        TestProxy {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+}
+
+/// A running in-process proxy.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestProxy {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// libpq-style connection string through the proxy.
+    pub fn conn_string(&self, user: &str, password: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={DATABASE} sslmode=disable",
+            self.port()
+        )
+    }
+
+    pub fn app_conn_string(&self) -> String {
+        self.conn_string(APP_USER, APP_PASSWORD)
+    }
+
+    /// Stops accepting, drains sessions (bounded by the config's shutdown_timeout).
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+/// Direct (no proxy) connection string to the primary as the app user.
+pub fn direct_conn_string() -> String {
+    format!(
+        "host=127.0.0.1 port={} user={APP_USER} password={APP_PASSWORD} dbname={DATABASE} sslmode=disable",
+        primary().port()
+    )
+}
+
+/// Connects tokio-postgres and drives the connection in the background.
+pub async fn connect(conn_string: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(conn_string, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {conn_string}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Number of server sessions of `user` on the primary, excluding the asking one.
+pub async fn server_sessions(user: &str) -> i64 {
+    let admin = primary()
+        .superuser_client()
+        .await
+        .expect("superuser client");
+    let row = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()",
+            &[&user],
+        )
+        .await
+        .expect("pg_stat_activity");
+    row.get(0)
+}
+
+/// Waits (bounded) until `check` holds; returns whether it did.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
