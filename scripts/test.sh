@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, then all unit and
+# integration tests (the integration tests start real PostgreSQL servers).
+# Stops at the first failing step and exits non-zero.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() {
+    local name="$1"
+    shift
+    printf '\n==== %s: %s\n' "$name" "$*"
+    local started=$SECONDS
+    if ! "$@"; then
+        printf '\n==== FAILED: %s (%s)\n' "$name" "$*" >&2
+        exit 1
+    fi
+    printf '==== ok: %s (%ds)\n' "$name" "$((SECONDS - started))"
+}
+
+step "format" cargo fmt --all -- --check
+step "clippy" cargo clippy --all-targets -- -D warnings
+step "tests" cargo test --all-targets
+
+printf '\n==== all steps passed (%ds)\n' "$SECONDS"
