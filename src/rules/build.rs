@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::config::{
-    ClusterConfig, Config, DatabaseConfig, ListenConfig, MetricsConfig, PoolConfig, ReplicaConfig,
-    ServerAddr, TlsConfig, TlsMode,
+    ClusterConfig, Config, DatabaseConfig, ListenConfig, MetricsConfig, PoolConfig, PoolMode,
+    ReplicaConfig, ServerAddr, TlsConfig, TlsMode,
 };
 use super::duration::parse_duration;
 use super::problem::{child, item, Pos};
@@ -262,8 +262,19 @@ impl Builder<'_> {
         };
         let idle_timeout = raw.idle_timeout.as_ref();
         let max_lifetime = raw.max_lifetime.as_ref();
+        let mode = raw
+            .pool_mode
+            .as_ref()
+            .map_or_else(PoolMode::default, |mode| {
+                if mode.value == PoolMode::Transaction {
+                    // Accepting it would silently run session pooling instead.
+                    let message = "transaction pooling is not implemented yet; use session";
+                    self.report(at(mode), child(path, "pool_mode"), message);
+                }
+                mode.value
+            });
         PoolConfig {
-            mode: raw.pool_mode.unwrap_or_default(),
+            mode,
             size,
             min_idle,
             checkout_timeout,

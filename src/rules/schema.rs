@@ -72,7 +72,7 @@ pub(crate) struct RawReplica {
 pub(crate) struct RawDatabase {
     pub cluster: Spanned<String>,
     pub server_database: Option<Spanned<String>>,
-    pub pool_mode: Option<PoolMode>,
+    pub pool_mode: Option<Spanned<PoolMode>>,
     pub pool_size: Option<Spanned<u32>>,
     pub min_idle: Option<Spanned<u32>>,
     pub checkout_timeout: Option<Spanned<String>>,
