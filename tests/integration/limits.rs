@@ -25,7 +25,10 @@ async fn exhausted_pool_times_out_with_53300_naming_the_pool() {
         started.elapsed()
     );
     assert_eq!(err.code().map(|c| c.code()), Some("53300"), "{err}");
-    let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
     assert!(message.contains("pool \"app/app\""), "{message}");
     // Once the holder leaves, its connection is reset and reused.
     drop(holder);

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod drivers;
+mod lifecycle;
 mod limits;
 mod psql;
 mod security;

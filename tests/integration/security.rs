@@ -6,8 +6,8 @@ use std::process::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{
-    bin, connect, server_sessions, ProxyBuilder, APP_PASSWORD, APP_USER, DATABASE, MD5_PASSWORD,
-    MD5_USER, TRUST_USER,
+    bin, connect, server_sessions, ProxyBuilder, APP_PASSWORD, APP_USER, DATABASE, LONELY_MD5,
+    LONELY_SCRAM, MD5_PASSWORD, MD5_USER, TRUST_USER,
 };
 
 fn sqlstate(err: &tokio_postgres::Error) -> Option<&str> {
@@ -36,9 +36,11 @@ async fn scram_md5_and_trust_logins_work() {
 #[tokio::test]
 async fn wrong_password_gets_28p01_and_uses_no_server_connection() {
     let proxy = ProxyBuilder::default().start().await;
-    let before = server_sessions(MD5_USER).await;
+    let (md5_user, md5_password, _) = LONELY_MD5;
+    let (scram_user, scram_password, _) = LONELY_SCRAM;
     for (user, password) in [
-        (MD5_USER, "wrong"),
+        (md5_user, "wrong"),
+        (scram_user, "wrong"),
         (APP_USER, "wrong"),
         ("no_such_user", "x"),
     ] {
@@ -54,8 +56,18 @@ async fn wrong_password_gets_28p01_and_uses_no_server_connection() {
             "password echoed: {text}"
         );
     }
-    // md5_user is only used by auth tests: its pool must not have connected.
-    assert_eq!(server_sessions(MD5_USER).await, before);
+    // These roles are used by this test alone: their pools never connected.
+    assert_eq!(server_sessions(md5_user).await, 0);
+    assert_eq!(server_sessions(scram_user).await, 0);
+    // The right passwords work (and only then do the pools connect).
+    for (user, password) in [(md5_user, md5_password), (scram_user, scram_password)] {
+        let client = connect(&proxy.conn_string(user, password)).await;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .expect("right password");
+        assert_eq!(server_sessions(user).await, 1);
+    }
     proxy.shutdown().await;
 }
 

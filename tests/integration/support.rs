@@ -17,6 +17,12 @@ pub const MD5_USER: &str = "md5_user";
 pub const MD5_PASSWORD: &str = "md5-secret";
 /// A proxy user authenticated by `trust` and mapped to the server role `app`.
 pub const TRUST_USER: &str = "trusty";
+/// Roles each used by one test only, so that test can count their server sessions:
+/// (name, password, stored as MD5).
+pub const LONELY_MD5: (&str, &str, bool) = ("lonely_md5", "lonely-md5-secret", true);
+pub const LONELY_SCRAM: (&str, &str, bool) = ("lonely_scram", "lonely-scram-secret", false);
+pub const REUSE_PROBE: (&str, &str, bool) = ("reuse_probe", "reuse-probe-secret", false);
+const DEDICATED: [(&str, &str, bool); 3] = [LONELY_MD5, LONELY_SCRAM, REUSE_PROBE];
 pub const DATABASE: &str = "app";
 
 /// The cluster shared by every test in this binary. Its servers stop when the test
@@ -40,6 +46,12 @@ pub fn cluster() -> &'static LocalCluster {
                     .create_role(MD5_USER, MD5_PASSWORD, true)
                     .await
                     .expect("create role md5_user");
+                for (name, password, md5) in DEDICATED {
+                    primary
+                        .create_role(name, password, md5)
+                        .await
+                        .expect("create dedicated role");
+                }
                 primary
                     .create_database(DATABASE, APP_USER)
                     .await
@@ -147,12 +159,19 @@ users:
     auth: trust
     server_user: {APP_USER}
     server_password: "{APP_PASSWORD}"
-"#,
+{dedicated}"#,
             max = self.max_client_connections,
             port = primary.port(),
             mode = self.pool_mode,
             size = self.pool_size,
             timeout = self.checkout_timeout,
+            dedicated = DEDICATED
+                .iter()
+                .map(|(name, password, md5)| {
+                    let auth = if *md5 { "md5" } else { "scram-sha-256" };
+                    format!("  {name}:\n    auth: {auth}\n    password: \"{password}\"\n")
+                })
+                .collect::<String>(),
         )
     }
 
