@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
@@ -108,13 +109,21 @@ impl Drop for CancelKey {
     }
 }
 
+/// How long forwarding a cancel may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Sends a CancelRequest to a server process over a new connection.
 pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
-    let mut buf = BytesMut::new();
-    frontend::cancel_request(target.key.pid, target.key.secret, &mut buf);
-    stream.write_all(&buf).await?;
-    stream.shutdown().await
+    let send = async {
+        let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let mut buf = BytesMut::new();
+        frontend::cancel_request(target.key.pid, target.key.secret, &mut buf);
+        stream.write_all(&buf).await?;
+        stream.shutdown().await
+    };
+    tokio::time::timeout(CANCEL_TIMEOUT, send)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

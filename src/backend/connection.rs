@@ -59,6 +59,10 @@ pub struct ServerConnection {
     pub status: TxStatus,
     /// Set when the connection must not be reused (protocol state unknown, I/O error).
     pub broken: bool,
+    /// A client used it since its last reset: it may carry that client's settings.
+    /// Set at checkout, cleared by a successful reset; a connection dropped while set is
+    /// closed instead of returning to the pool.
+    pub needs_reset: bool,
     pub created: Instant,
 }
 
@@ -82,6 +86,7 @@ impl ServerConnection {
             target,
             status: TxStatus::Idle,
             broken: false,
+            needs_reset: false,
             created: Instant::now(),
         };
         conn.startup().await?;
@@ -97,9 +102,18 @@ impl ServerConnection {
         frontend::startup_message(params.iter().copied(), &mut buf)?;
         self.writer.write_all(&buf).await?;
         let mut scram: Option<ScramSha256> = None;
+        let mut scram_done = false;
         loop {
             match self.read_message().await? {
-                backend::Message::AuthenticationOk => {}
+                backend::Message::AuthenticationOk => {
+                    // A server that started SCRAM must prove it knows the password
+                    // (SASLFinal) before we accept it.
+                    if scram.is_some() && !scram_done {
+                        return Err(BackendError::Protocol(
+                            "server skipped SCRAM's final message",
+                        ));
+                    }
+                }
                 backend::Message::AuthenticationCleartextPassword => {
                     let password = self.password()?;
                     self.send(|b| frontend::password_message(password.as_bytes(), b))
@@ -145,6 +159,7 @@ impl ServerConnection {
                         .as_mut()
                         .ok_or(BackendError::Protocol("unexpected SASLFinal"))?;
                     client.finish(body.data()).map_err(BackendError::Scram)?;
+                    scram_done = true;
                 }
                 backend::Message::ParameterStatus(body) => {
                     self.params
@@ -265,7 +280,10 @@ impl ServerConnection {
 
     /// Whether the connection can go back to the pool as it is.
     pub fn is_reusable(&self) -> bool {
-        !self.broken && self.status == TxStatus::Idle && self.read_buf.remaining() == 0
+        !self.broken
+            && !self.needs_reset
+            && self.status == TxStatus::Idle
+            && self.read_buf.remaining() == 0
     }
 }
 

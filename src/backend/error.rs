@@ -12,10 +12,15 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    #[error("timed out after {0:?} connecting to the server")]
+    ConnectTimeout(std::time::Duration),
     #[error("server connection I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("server closed the connection")]
     Closed,
+    /// A pooled connection failed its checkout test; bb8 drops it and tries another.
+    #[error("pooled server connection is no longer usable")]
+    Stale,
     #[error("server protocol error: {0}")]
     Protocol(&'static str),
     #[error("server requested unsupported authentication: {0}")]

@@ -1,11 +1,12 @@
 //! Pools of server connections, one per (database, user, server), managed by bb8.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bb8::{ManageConnection, PooledConnection, RunError};
+use bb8::{ErrorSink, ManageConnection, PooledConnection, RunError};
 use thiserror::Error;
+use tokio::sync::Notify;
 
 use super::connection::{ServerConnection, ServerTarget};
 use super::error::BackendError;
@@ -16,16 +17,19 @@ use crate::rules::{Config, PoolConfig, PoolMode};
 #[derive(Debug)]
 pub struct ServerManager {
     target: Arc<ServerTarget>,
+    /// A server that accepts TCP but never answers must not hold a pool slot forever.
+    connect_timeout: Duration,
 }
 
 impl ManageConnection for ServerManager {
     type Connection = ServerConnection;
     type Error = BackendError;
 
-    fn connect(
-        &self,
-    ) -> impl std::future::Future<Output = Result<ServerConnection, BackendError>> + Send {
-        ServerConnection::connect(Arc::clone(&self.target))
+    async fn connect(&self) -> Result<ServerConnection, BackendError> {
+        let connect = ServerConnection::connect(Arc::clone(&self.target));
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| BackendError::ConnectTimeout(self.connect_timeout))?
     }
 
     async fn is_valid(&self, conn: &mut ServerConnection) -> Result<(), BackendError> {
@@ -35,7 +39,7 @@ impl ManageConnection for ServerManager {
             Ok(())
         } else {
             conn.broken = true;
-            Err(BackendError::Closed)
+            Err(BackendError::Stale)
         }
     }
 
@@ -56,7 +60,40 @@ pub enum PoolError {
         size: u32,
     },
     #[error(transparent)]
-    Backend(#[from] BackendError),
+    Backend(#[from] Arc<BackendError>),
+}
+
+/// The last failure to open a server connection, shared with the clients waiting for one.
+/// bb8 reports connect errors only to its error sink, never to the waiting `get()`.
+#[derive(Debug, Default)]
+struct ConnectFailures {
+    last: Mutex<Option<Arc<BackendError>>>,
+    /// Wakes every waiting checkout when a connect attempt fails.
+    notify: Notify,
+}
+
+#[derive(Debug, Clone)]
+struct FailureSink {
+    pool: String,
+    failures: Arc<ConnectFailures>,
+}
+
+impl ErrorSink<BackendError> for FailureSink {
+    fn sink(&self, error: BackendError) {
+        if matches!(error, BackendError::Stale) {
+            // Not a failure to connect: bb8 replaces the connection and carries on.
+            tracing::debug!(pool = %self.pool, "dropped a stale pooled server connection");
+            return;
+        }
+        tracing::warn!(pool = %self.pool, error = %error, "cannot open a server connection");
+        let error = Arc::new(error);
+        *self.failures.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.failures.notify.notify_waiters();
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<BackendError>> {
+        Box::new(self.clone())
+    }
 }
 
 /// One pool: its name (`database/user`), settings and bb8 pool.
@@ -66,11 +103,13 @@ pub struct Pool {
     pub settings: PoolConfig,
     pub target: Arc<ServerTarget>,
     inner: bb8::Pool<ServerManager>,
+    failures: Arc<ConnectFailures>,
 }
 
 impl Pool {
     fn new(name: String, settings: PoolConfig, target: ServerTarget) -> Pool {
         let target = Arc::new(target);
+        let failures = Arc::new(ConnectFailures::default());
         let inner = bb8::Pool::builder()
             .max_size(settings.size)
             .min_idle(Some(settings.min_idle).filter(|n| *n > 0))
@@ -80,30 +119,50 @@ impl Pool {
             // Surface server errors (bad password, missing database) instead of retrying until timeout.
             .retry_connection(false)
             .test_on_check_out(true)
+            .error_sink(Box::new(FailureSink {
+                pool: name.clone(),
+                failures: Arc::clone(&failures),
+            }))
             .build_unchecked(ServerManager {
                 target: Arc::clone(&target),
+                connect_timeout: settings.checkout_timeout,
             });
         Pool {
             name,
             settings,
             target,
             inner,
+            failures,
         }
     }
 
     /// Checks out a server connection, waiting at most the pool's checkout timeout.
+    /// If opening a server connection fails meanwhile, waiters get that error at once.
+    /// The connection comes back marked as needing a reset.
     pub async fn checkout(&self) -> Result<PooledServer, PoolError> {
         let started = Instant::now();
-        let result = self.inner.get_owned().await;
+        let failed = self.failures.notify.notified();
+        tokio::pin!(failed);
+        failed.as_mut().enable();
+        let timeout = || PoolError::Timeout {
+            pool: self.name.clone(),
+            waited: started.elapsed(),
+            size: self.settings.size,
+        };
+        let result = tokio::select! {
+            result = self.inner.get_owned() => result.map_err(|e| match e {
+                RunError::User(e) => PoolError::Backend(Arc::new(e)),
+                RunError::TimedOut => timeout(),
+            }),
+            _ = failed => {
+                let last = self.failures.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                Err(last.map_or_else(timeout, PoolError::Backend))
+            }
+        };
         metrics::get().checkout_wait.record(started.elapsed());
-        result.map_err(|e| match e {
-            RunError::User(e) => PoolError::Backend(e),
-            RunError::TimedOut => PoolError::Timeout {
-                pool: self.name.clone(),
-                waited: started.elapsed(),
-                size: self.settings.size,
-            },
-        })
+        let mut conn = result?;
+        conn.needs_reset = true;
+        Ok(conn)
     }
 
     pub fn mode(&self) -> PoolMode {

@@ -1,6 +1,7 @@
 //! Length-checked framing of protocol messages: `tag (1 byte) + length (4 bytes, self-inclusive) + body`.
 //! The scanner only looks at headers; bodies are forwarded as the original bytes.
 
+use bytes::{Buf, BytesMut};
 use thiserror::Error;
 
 /// Largest regular message we accept (PostgreSQL's own limit is 1 GiB - 1).
@@ -10,6 +11,9 @@ pub const MAX_FRAME_LEN: usize = 1024 * 1024 * 1024 - 1;
 pub const MAX_STARTUP_LEN: usize = 10_000;
 /// Header size of a regular message: tag + length.
 pub const HEADER_LEN: usize = 5;
+/// Largest message whose whole body the proxy waits for in order to read it
+/// (ReadyForQuery, ParameterStatus, ...). Everything else streams through.
+pub const MAX_INSPECTED_LEN: usize = 1024 * 1024;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FrameError {
@@ -122,6 +126,84 @@ impl Iterator for Frames<'_> {
     }
 }
 
+/// Whether the caller forwards a frame or stops in front of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Forward,
+    /// Leave this frame (and everything after it) in the input.
+    Stop,
+}
+
+/// Moves messages from an input buffer to an output buffer as their bytes arrive.
+/// Memory stays bounded whatever lengths a peer announces: only bodies the caller must
+/// read (at most MAX_INSPECTED_LEN) are waited for whole.
+#[derive(Debug, Clone, Default)]
+pub struct Streamer {
+    /// Body bytes of the current message still to forward unread.
+    remaining: usize,
+}
+
+impl Streamer {
+    /// True between messages (no body is half forwarded).
+    pub fn at_boundary(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// Forwards what can be forwarded. `on_frame(tag, body)` is called once per message when
+    /// its header has arrived: `body` is the whole body if `needs_body(tag)`, otherwise
+    /// whatever prefix of it has arrived (possibly empty).
+    pub fn pump(
+        &mut self,
+        input: &mut BytesMut,
+        output: &mut BytesMut,
+        needs_body: impl Fn(u8) -> bool,
+        mut on_frame: impl FnMut(u8, &[u8]) -> Flow,
+    ) -> Result<Flow, FrameError> {
+        let mut taken = 0;
+        let mut flow = Flow::Forward;
+        while taken < input.len() {
+            let rest = &input[taken..];
+            if self.remaining > 0 {
+                let n = self.remaining.min(rest.len());
+                taken += n;
+                self.remaining -= n;
+                continue;
+            }
+            let Some((tag, len)) = header(rest, MAX_FRAME_LEN)? else {
+                break;
+            };
+            if needs_body(tag) {
+                if len > MAX_INSPECTED_LEN {
+                    return Err(FrameError::TooLarge {
+                        tag: tag as char,
+                        length: len,
+                        max: MAX_INSPECTED_LEN,
+                    });
+                }
+                if rest.len() < len {
+                    break;
+                }
+                if on_frame(tag, &rest[HEADER_LEN..len]) == Flow::Stop {
+                    flow = Flow::Stop;
+                    break;
+                }
+                taken += len;
+            } else {
+                let available = rest.len().min(len);
+                if on_frame(tag, &rest[HEADER_LEN..available]) == Flow::Stop {
+                    flow = Flow::Stop;
+                    break;
+                }
+                taken += available;
+                self.remaining = len - available;
+            }
+        }
+        output.extend_from_slice(&input[..taken]);
+        input.advance(taken);
+        Ok(flow)
+    }
+}
+
 /// Length of a complete startup-phase packet (`length (4) + payload`), if buffered.
 pub fn startup_packet_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     if buf.len() < 4 {
@@ -210,6 +292,82 @@ mod tests {
         );
         assert!(startup_packet_len(&[0x7f, 0xff, 0xff, 0xff]).is_err());
         assert!(startup_packet_len(&[0, 0, 0, 4]).is_err());
+    }
+
+    /// (output, on_frame calls as (tag, body), stopped).
+    type Streamed = (Vec<u8>, Vec<(u8, Vec<u8>)>, bool);
+
+    /// Feeds `bytes` in chunks of `step`.
+    fn stream(bytes: &[u8], step: usize, stop_at: u8) -> Streamed {
+        let mut streamer = Streamer::default();
+        let (mut input, mut output) = (BytesMut::new(), BytesMut::new());
+        let mut calls = Vec::new();
+        for chunk in bytes.chunks(step) {
+            input.extend_from_slice(chunk);
+            let flow = streamer
+                .pump(
+                    &mut input,
+                    &mut output,
+                    |t| t == b'Z',
+                    |t, body| {
+                        calls.push((t, body.to_vec()));
+                        if t == stop_at {
+                            Flow::Stop
+                        } else {
+                            Flow::Forward
+                        }
+                    },
+                )
+                .unwrap();
+            if flow == Flow::Stop {
+                return (output.to_vec(), calls, true);
+            }
+        }
+        assert!(input.is_empty() && streamer.at_boundary());
+        (output.to_vec(), calls, false)
+    }
+
+    #[test]
+    fn streams_bodies_and_waits_only_for_inspected_ones() {
+        let mut bytes = msg(b'D', &[7u8; 300]);
+        bytes.extend(msg(b'Z', b"T"));
+        bytes.extend(msg(b'C', b"SELECT 1\0"));
+        for step in [1, 2, 5, 7, 64, 1000] {
+            let (out, calls, stopped) = stream(&bytes, step, 0);
+            assert!(!stopped);
+            assert_eq!(out, bytes, "step {step}");
+            let tags: Vec<u8> = calls.iter().map(|c| c.0).collect();
+            assert_eq!(tags, b"DZC", "step {step}");
+            assert_eq!(calls[1].1, b"T", "ReadyForQuery body is whole");
+        }
+    }
+
+    #[test]
+    fn stops_in_front_of_a_frame() {
+        let mut bytes = msg(b'Q', b"select 1\0");
+        bytes.extend(msg(b'X', b""));
+        bytes.extend(msg(b'Q', b"never\0"));
+        let (out, _, stopped) = stream(&bytes, 1000, b'X');
+        assert!(stopped);
+        assert_eq!(out, msg(b'Q', b"select 1\0"));
+    }
+
+    #[test]
+    fn huge_announced_length_is_not_buffered() {
+        let mut streamer = Streamer::default();
+        let mut input = BytesMut::from(&[b'd', 0x3f, 0xff, 0xff, 0xf0, 1, 2, 3][..]);
+        let mut output = BytesMut::new();
+        streamer
+            .pump(&mut input, &mut output, |_| false, |_, _| Flow::Forward)
+            .unwrap();
+        assert!(input.is_empty());
+        assert_eq!(output.len(), 8);
+        assert!(!streamer.at_boundary());
+        let mut inspected = BytesMut::from(&[b'Z', 0x00, 0x20, 0x00, 0x00][..]);
+        let err = Streamer::default()
+            .pump(&mut inspected, &mut output, |_| true, |_, _| Flow::Forward)
+            .unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Client authentication: trust, MD5 and SCRAM-SHA-256, against the credentials in the
 //! config. Runs before any server connection is used.
 
+use std::sync::OnceLock;
+
 use bytes::BytesMut;
 use md5::{Digest, Md5};
 use pgwire::api::auth::sasl::scram::{ScramSecret, ScramServerAuth};
@@ -26,7 +28,7 @@ pub async fn authenticate(
 ) -> Result<(), SessionError> {
     let failed = || SessionError::AuthFailed(user_name.to_owned());
     let Some(user) = user else {
-        scram(stream, buf, &unknown_user_verifier()).await?;
+        scram(stream, buf, &unknown_user_verifier(user_name)).await?;
         return Err(failed());
     };
     match (user.auth, &user.client_secret) {
@@ -152,11 +154,16 @@ fn parse_sasl_initial_response(body: &[u8]) -> Result<&[u8], SessionError> {
     Ok(data)
 }
 
-/// A verifier no password matches, for unknown users.
-fn unknown_user_verifier() -> ScramVerifier {
+/// A verifier no password matches, for unknown users. Its salt is the same on every
+/// attempt for a given name (as a real user's is), so probing cannot tell names apart.
+fn unknown_user_verifier(user_name: &str) -> ScramVerifier {
+    static KEY: OnceLock<ring::hmac::Key> = OnceLock::new();
+    let key = KEY
+        .get_or_init(|| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &rand::random::<[u8; 32]>()));
+    let tag = ring::hmac::sign(key, user_name.as_bytes());
     ScramVerifier {
         iterations: 4096,
-        salt: rand::random::<[u8; 16]>().to_vec(),
+        salt: tag.as_ref()[..16].to_vec(),
         stored_key: rand::random(),
         server_key: rand::random(),
     }
@@ -176,6 +183,18 @@ mod tests {
         let ours = md5_expected(&md5_inner("secret", "alice"), salt);
         let theirs = postgres_protocol::authentication::md5_hash(b"alice", b"secret", salt);
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn unknown_users_get_a_stable_salt_per_name() {
+        assert_eq!(
+            unknown_user_verifier("ghost").salt,
+            unknown_user_verifier("ghost").salt
+        );
+        assert_ne!(
+            unknown_user_verifier("ghost").salt,
+            unknown_user_verifier("other").salt
+        );
     }
 
     #[test]

@@ -78,9 +78,8 @@ impl SessionError {
                 fatal(SqlState::TOO_MANY_CONNECTIONS)
             }
             SessionError::Pool(PoolError::Timeout { .. }) => fatal(SqlState::TOO_MANY_CONNECTIONS),
-            SessionError::Pool(PoolError::Backend(e)) | SessionError::Backend(e) => {
-                Some(backend_reply(e))
-            }
+            SessionError::Pool(PoolError::Backend(e)) => Some(backend_reply(e)),
+            SessionError::Backend(e) => Some(backend_reply(e)),
             SessionError::StartupParameter(fields) => Some(ErrorReply::fatal_with_code(
                 &fields.code,
                 fields.message.clone(),
@@ -113,7 +112,14 @@ fn backend_reply(e: &BackendError) -> ErrorReply {
                 format!("server login failed: {e}"),
             )
         }
-        BackendError::Io(_) | BackendError::Closed | BackendError::Protocol(_) => {
+        BackendError::ConnectTimeout(_) => ErrorReply::fatal(
+            SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+            e.to_string(),
+        ),
+        BackendError::Io(_)
+        | BackendError::Closed
+        | BackendError::Stale
+        | BackendError::Protocol(_) => {
             ErrorReply::fatal(SqlState::CONNECTION_FAILURE, e.to_string())
         }
     }

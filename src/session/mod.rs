@@ -48,24 +48,14 @@ pub async fn serve(tcp: TcpStream, proxy: &Proxy) {
         Ok(attached) => attached,
         Err(e) => return report(Some(&mut stream), e).await,
     };
-    let client_is_tls = stream.is_tls();
-    let (client_reader, client_writer) = tokio::io::split(stream);
-    let relay = Relay {
-        client_reader,
-        client_writer,
-        client_is_tls,
-        from_client: attached.buf,
-        to_client: BytesMut::with_capacity(16 * 1024),
-        to_server: BytesMut::with_capacity(16 * 1024),
-        server: attached.server,
-        state: state::RelayState::default(),
-        cancel_key: attached.cancel_key,
-        shutdown: proxy.shutdown.clone(),
-        client_unflushed: false,
-    };
-    if let Err(e) = relay.run().await {
-        tracing::debug!(error = %e, "session ended with an error");
-    }
+    let relay = Relay::new(
+        stream.into_split(),
+        attached.buf,
+        attached.server,
+        attached.cancel_key,
+        proxy.shutdown.clone(),
+    );
+    relay.run().await;
     drop(attached.database_permit);
 }
 

@@ -1,10 +1,12 @@
 //! The relay: one `select!` over client bytes, server bytes, pending writes and shutdown.
-//! Frames are checked and inspected in place; the original bytes are forwarded.
+//! Messages stream through as their original bytes; only headers (and the bodies of a few
+//! small server messages) are read.
 
+use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::error::SessionError;
@@ -12,31 +14,37 @@ use super::state::{Event, RelayState};
 use crate::backend::cancel::{send_cancel, CancelTarget};
 use crate::backend::{CancelKey, PooledServer, ServerConnection};
 use crate::metrics;
-use crate::protocol::frame::{Frames, MAX_FRAME_LEN};
+use crate::protocol::frame::{Flow, Streamer};
 use crate::protocol::message::{self, Backend, Frontend};
 use crate::protocol::sqlstate::class_label;
 use crate::protocol::TxStatus;
-use crate::tls::ClientStream;
+use crate::tls::{ClientReader, ClientWriter};
 
 /// Stop reading a side while this much is waiting to be written to the other.
 const HIGH_WATER: usize = 1024 * 1024;
 /// Room kept free in read buffers before each read.
 const READ_CHUNK: usize = 16 * 1024;
-/// How long resetting a server connection for reuse may take.
+/// How long finishing a departed client's requests, or resetting a connection, may take.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the last words to a client may take.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the relay stopped.
 #[derive(Debug)]
 enum End {
-    ClientLeft,
+    /// The client sent Terminate: finish what it sent before.
+    Terminated,
+    /// The client's connection closed or failed.
+    ClientGone,
     ServerLost,
     Shutdown,
+    /// The client broke the protocol (or similar): tell it, then close.
+    Failed(SessionError),
 }
 
 pub struct Relay {
-    pub client_reader: ReadHalf<ClientStream>,
-    pub client_writer: WriteHalf<ClientStream>,
-    pub client_is_tls: bool,
+    pub client_reader: ClientReader,
+    pub client_writer: ClientWriter,
     pub from_client: BytesMut,
     pub to_client: BytesMut,
     pub to_server: BytesMut,
@@ -45,39 +53,80 @@ pub struct Relay {
     pub cancel_key: CancelKey,
     pub shutdown: watch::Receiver<bool>,
     /// TLS records written but not yet flushed.
-    pub client_unflushed: bool,
+    client_unflushed: bool,
+    client_stream: Streamer,
+    server_stream: Streamer,
+    /// The server's last ErrorResponse was FATAL: it already told the client why it goes.
+    server_said_fatal: bool,
 }
 
 impl Relay {
-    /// Relays until either side ends, then releases the server connection.
-    pub async fn run(mut self) -> Result<(), SessionError> {
-        let end = self.pump().await;
-        let result = match end {
-            Ok(End::ClientLeft) => Ok(()),
-            Ok(End::ServerLost) => Err(SessionError::ServerLost),
-            Ok(End::Shutdown) => Err(SessionError::Shutdown),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &result {
-            if let Some(reply) = e.reply() {
-                metrics::error(reply.code.class());
-                reply.encode(&mut self.to_client);
-            }
-            // Best effort: the client may already be gone.
-            let _ = self.client_writer.write_all(&self.to_client).await;
-            let _ = self.client_writer.shutdown().await;
+    pub fn new(
+        (client_reader, client_writer): (ClientReader, ClientWriter),
+        from_client: BytesMut,
+        server: PooledServer,
+        cancel_key: CancelKey,
+        shutdown: watch::Receiver<bool>,
+    ) -> Relay {
+        Relay {
+            client_reader,
+            client_writer,
+            from_client,
+            to_client: BytesMut::with_capacity(READ_CHUNK),
+            to_server: BytesMut::with_capacity(READ_CHUNK),
+            server,
+            state: RelayState::default(),
+            cancel_key,
+            shutdown,
+            client_unflushed: false,
+            client_stream: Streamer::default(),
+            server_stream: Streamer::default(),
+            server_said_fatal: false,
+        }
+    }
+
+    /// Relays until either side ends, returns the server connection, then says goodbye.
+    pub async fn run(mut self) {
+        let end = self.pump().await.unwrap_or_else(End::Failed);
+        if matches!(end, End::Terminated) {
+            let _ = tokio::time::timeout(RESET_TIMEOUT, self.finish_requests()).await;
         }
         self.cancel_key.set_target(None);
-        release(self.server, &self.state, !self.to_server.is_empty()).await;
-        match result {
-            Err(SessionError::ServerLost | SessionError::Shutdown) => Ok(()),
-            other => other,
+        let mid_message = !self.server_stream.at_boundary() || !self.to_server.is_empty();
+        release(self.server, &self.state, mid_message).await;
+
+        let reply = match &end {
+            End::ServerLost if !self.server_said_fatal => SessionError::ServerLost.reply(),
+            End::Shutdown => SessionError::Shutdown.reply(),
+            End::Failed(e) => e.reply(),
+            _ => None,
+        };
+        if let End::Failed(e) = &end {
+            tracing::debug!(error = %e, "session ended with an error");
         }
+        if let Some(reply) = reply {
+            metrics::error(reply.code.class());
+            reply.encode(&mut self.to_client);
+        }
+        let writer = &mut self.client_writer;
+        let to_client = &self.to_client;
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
+            writer.write_all(to_client).await?;
+            writer.shutdown().await
+        })
+        .await;
     }
 
     async fn pump(&mut self) -> Result<End, SessionError> {
         let mut shutting_down = *self.shutdown.borrow();
+        // The client may have sent requests along with its last authentication message.
+        if self.take_client_frames()? == Flow::Stop {
+            return Ok(End::Terminated);
+        }
         loop {
+            if let Some(end) = self.write_ahead() {
+                return Ok(end);
+            }
             if shutting_down && self.is_quiet() {
                 return Ok(End::Shutdown);
             }
@@ -88,14 +137,17 @@ impl Relay {
                 read = self.client_reader.read_buf(&mut self.from_client),
                     if self.to_server.len() < HIGH_WATER =>
                 {
-                    if read? == 0 || self.take_client_frames()? {
-                        return Ok(End::ClientLeft);
+                    match read {
+                        Ok(0) | Err(_) => return Ok(End::ClientGone),
+                        Ok(_) => if self.take_client_frames()? == Flow::Stop {
+                            return Ok(End::Terminated);
+                        },
                     }
                 }
                 read = conn.reader.read_buf(&mut conn.read_buf), if self.to_client.len() < HIGH_WATER => {
                     match read {
                         Ok(0) | Err(_) => return Ok(End::ServerLost),
-                        Ok(_) => self.take_server_frames()?,
+                        Ok(_) => self.take_server_frames(false)?,
                     }
                 }
                 written = conn.writer.write_buf(&mut self.to_server), if !self.to_server.is_empty() => {
@@ -103,14 +155,36 @@ impl Relay {
                         return Ok(End::ServerLost);
                     }
                 }
-                written = write_client(&mut self.client_writer, &mut self.to_client, &mut self.client_unflushed, self.client_is_tls),
+                written = write_client(&mut self.client_writer, &mut self.to_client, &mut self.client_unflushed),
                     if !self.to_client.is_empty() || self.client_unflushed =>
                 {
-                    written?;
+                    if written.is_err() {
+                        return Ok(End::ClientGone);
+                    }
                 }
                 _ = self.shutdown.changed(), if !shutting_down => shutting_down = true,
             }
         }
+    }
+
+    /// Writes what each side will take right now without waiting: most replies leave
+    /// here, saving a trip around the select loop.
+    fn write_ahead(&mut self) -> Option<End> {
+        if !self.to_server.is_empty() {
+            match self.server.writer.try_write(&self.to_server) {
+                Ok(n) => self.to_server.advance(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return Some(End::ServerLost),
+            }
+        }
+        if !self.to_client.is_empty() {
+            match self.client_writer.try_write(&self.to_client) {
+                Ok(n) => self.to_client.advance(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return Some(End::ClientGone),
+            }
+        }
+        None
     }
 
     /// Nothing in flight in either direction and no open transaction.
@@ -120,69 +194,132 @@ impl Relay {
             && self.to_server.is_empty()
             && self.to_client.is_empty()
             && self.server.read_buf.is_empty()
+            && self.server_stream.at_boundary()
+            && self.client_stream.at_boundary()
     }
 
-    /// Moves complete client messages to the server buffer. Returns true on Terminate.
-    fn take_client_frames(&mut self) -> Result<bool, SessionError> {
+    /// Streams client messages towards the server. Stops in front of Terminate.
+    fn take_client_frames(&mut self) -> Result<Flow, SessionError> {
         let now = Instant::now();
-        let mut frames = Frames::new(&self.from_client, MAX_FRAME_LEN);
-        let mut terminate_at = None;
-        for frame in frames.by_ref() {
-            let frame = frame?;
-            let kind = Frontend::from_tag(frame.tag);
-            if kind == Frontend::Terminate {
-                terminate_at = Some(frame.start);
-                break;
-            }
-            if matches!(
-                kind,
-                Frontend::Query | Frontend::Execute | Frontend::FunctionCall
-            ) {
-                metrics::get().queries.increment(1);
-            }
-            self.state.on_frontend(kind, now);
-        }
-        let end = terminate_at.unwrap_or(frames.consumed());
-        self.to_server
-            .extend_from_slice(&self.from_client.split_to(end));
-        Ok(terminate_at.is_some())
+        let state = &mut self.state;
+        let flow = self.client_stream.pump(
+            &mut self.from_client,
+            &mut self.to_server,
+            |_| false,
+            |tag, _| {
+                let kind = Frontend::from_tag(tag);
+                if kind == Frontend::Terminate {
+                    return Flow::Stop;
+                }
+                if matches!(
+                    kind,
+                    Frontend::Query | Frontend::Execute | Frontend::FunctionCall
+                ) {
+                    metrics::get().queries.increment(1);
+                }
+                state.on_frontend(kind, now);
+                Flow::Forward
+            },
+        )?;
+        Ok(flow)
     }
 
-    /// Moves complete server messages to the client buffer, tracking status and parameters.
-    fn take_server_frames(&mut self) -> Result<(), SessionError> {
+    /// Streams server messages towards the client (or nowhere, when `discard`), tracking
+    /// ReadyForQuery status, parameters and errors.
+    fn take_server_frames(&mut self, discard: bool) -> Result<(), SessionError> {
         let now = Instant::now();
-        let conn: &mut ServerConnection = &mut self.server;
-        let mut frames = Frames::new(&conn.read_buf, MAX_FRAME_LEN);
-        for frame in frames.by_ref() {
-            let frame = frame.map_err(|_| SessionError::ServerLost)?;
-            let body = frame.body(&conn.read_buf);
-            let kind = Backend::from_tag(frame.tag);
-            let mut status = None;
-            match kind {
-                Backend::ReadyForQuery => {
-                    status = message::ready_status(body);
-                    if let Some(s) = status {
-                        conn.status = s;
+        let ServerConnection {
+            read_buf,
+            params,
+            status,
+            ..
+        } = &mut *self.server;
+        let state = &mut self.state;
+        let said_fatal = &mut self.server_said_fatal;
+        self.server_stream
+            .pump(
+                read_buf,
+                &mut self.to_client,
+                |tag| {
+                    matches!(
+                        Backend::from_tag(tag),
+                        Backend::ReadyForQuery | Backend::ParameterStatus
+                    )
+                },
+                |tag, body| {
+                    let kind = Backend::from_tag(tag);
+                    let mut ready = None;
+                    match kind {
+                        Backend::ReadyForQuery => {
+                            ready = message::ready_status(body);
+                            if let Some(s) = ready {
+                                *status = s;
+                            }
+                        }
+                        Backend::ParameterStatus => {
+                            if let Some((name, value)) = message::parameter_status(body) {
+                                params.insert(name, value);
+                            }
+                        }
+                        Backend::ErrorResponse => {
+                            metrics::error(class_label(message::error_code(body)));
+                            *said_fatal =
+                                body.starts_with(b"SFATAL\0") || body.starts_with(b"SPANIC\0");
+                        }
+                        _ => {}
                     }
-                }
-                Backend::ParameterStatus => {
-                    if let Some((name, value)) = message::parameter_status(body) {
-                        conn.params.insert(name, value);
+                    if let Event::TransactionEnded(duration) = state.on_backend(kind, ready, now) {
+                        let m = metrics::get();
+                        m.transactions.increment(1);
+                        m.transaction_duration.record(duration);
                     }
-                }
-                Backend::ErrorResponse => metrics::error(class_label(message::error_code(body))),
-                _ => {}
-            }
-            if let Event::TransactionEnded(duration) = self.state.on_backend(kind, status, now) {
-                let m = metrics::get();
-                m.transactions.increment(1);
-                m.transaction_duration.record(duration);
-            }
+                    Flow::Forward
+                },
+            )
+            .map_err(|_| SessionError::ServerLost)?;
+        if discard {
+            self.to_client.clear();
         }
-        let consumed = frames.consumed();
-        self.to_client
-            .extend_from_slice(&conn.read_buf.split_to(consumed));
         Ok(())
+    }
+
+    /// After Terminate: the server still runs what the client sent before it, as it
+    /// would for a direct client (a fire-and-forget COMMIT must commit). Replies still go
+    /// to the client while it reads them.
+    async fn finish_requests(&mut self) {
+        let mut client_reads = true;
+        while !self.to_server.is_empty() {
+            if self
+                .server
+                .writer
+                .write_buf(&mut self.to_server)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        while self.state.pending_ready > 0 {
+            let conn: &mut ServerConnection = &mut self.server;
+            reserve(&mut conn.read_buf);
+            match conn.reader.read_buf(&mut conn.read_buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    if self.take_server_frames(!client_reads).is_err() {
+                        return;
+                    }
+                }
+            }
+            if client_reads {
+                let written = tokio::time::timeout(
+                    GOODBYE_TIMEOUT,
+                    self.client_writer.write_all(&self.to_client),
+                )
+                .await;
+                client_reads = matches!(written, Ok(Ok(())));
+                self.to_client.clear();
+            }
+        }
     }
 }
 
@@ -193,40 +330,36 @@ fn reserve(buf: &mut BytesMut) {
 }
 
 async fn write_client(
-    writer: &mut WriteHalf<ClientStream>,
+    writer: &mut ClientWriter,
     buf: &mut BytesMut,
     unflushed: &mut bool,
-    is_tls: bool,
-) -> Result<(), SessionError> {
+) -> std::io::Result<()> {
     if buf.is_empty() {
         writer.flush().await?;
         *unflushed = false;
     } else {
         writer.write_buf(buf).await?;
-        *unflushed = is_tls;
+        *unflushed = writer.is_tls();
     }
     Ok(())
 }
 
-/// Returns a server connection to its pool in a known state, or drops it.
-pub async fn release(mut server: PooledServer, state: &RelayState, unsent: bool) {
-    let reusable = if state.pending_ready > 0 || unsent || server.broken {
-        // A statement may still be running: cancel it so the server stops working for nobody.
-        if state.pending_ready > 0 && !server.broken {
-            let target = CancelTarget {
-                host: server.target.host.clone(),
-                port: server.target.port,
-                key: server.key,
-            };
-            let _ = send_cancel(&target).await;
-        }
-        false
-    } else {
-        tokio::time::timeout(RESET_TIMEOUT, reset(&mut server))
+/// Returns a server connection to its pool in a known state, or cancels whatever it may
+/// still be running and drops it.
+pub async fn release(mut server: PooledServer, state: &RelayState, mid_message: bool) {
+    let settled = state.is_settled() && !mid_message && !server.broken;
+    let clean = settled
+        && tokio::time::timeout(RESET_TIMEOUT, reset(&mut server))
             .await
-            .unwrap_or(false)
-    };
-    if !reusable {
+            .unwrap_or(false);
+    if !clean {
+        // A statement may still be running for nobody: stop it before closing.
+        let target = CancelTarget {
+            host: server.target.host.clone(),
+            port: server.target.port,
+            key: server.key,
+        };
+        let _ = send_cancel(&target).await;
         server.broken = true;
         metrics::get().server_connections_dropped.increment(1);
     }
@@ -234,11 +367,11 @@ pub async fn release(mut server: PooledServer, state: &RelayState, unsent: bool)
 
 /// Rolls back an open transaction and runs DISCARD ALL; true when the connection is clean.
 async fn reset(server: &mut ServerConnection) -> bool {
-    if server.status != TxStatus::Idle {
-        match server.run_hidden("ROLLBACK").await {
-            Ok(None) => {}
-            _ => return false,
-        }
+    if server.status != TxStatus::Idle && !matches!(server.run_hidden("ROLLBACK").await, Ok(None)) {
+        return false;
     }
-    matches!(server.run_hidden("DISCARD ALL").await, Ok(None)) && server.status == TxStatus::Idle
+    let clean = matches!(server.run_hidden("DISCARD ALL").await, Ok(None))
+        && server.status == TxStatus::Idle;
+    server.needs_reset = !clean;
+    clean
 }

@@ -15,6 +15,14 @@ pub struct RelayState {
     pub status: TxStatus,
     /// When the current transaction's first message was sent, if one is under way.
     pub transaction_started: Option<Instant>,
+    /// Extended-protocol messages were sent with no Sync after them: the server may be
+    /// running a statement whose end nobody will be told about.
+    pub unsynced: bool,
+    /// Syncs sent since the last Execute/Query. If that Execute turns out to be
+    /// COPY FROM STDIN, the server swallows them (copy-in mode ignores Sync and Flush).
+    syncs_since_execute: usize,
+    /// The server is in copy-in mode and the client has not ended it yet.
+    copy_in: bool,
 }
 
 /// Something the relay reports after a server message, for metrics.
@@ -31,6 +39,9 @@ impl Default for RelayState {
             pending_ready: 0,
             status: TxStatus::Idle,
             transaction_started: None,
+            unsynced: false,
+            syncs_since_execute: 0,
+            copy_in: false,
         }
     }
 }
@@ -38,8 +49,33 @@ impl Default for RelayState {
 impl RelayState {
     /// A client message is being sent to the server.
     pub fn on_frontend(&mut self, kind: Frontend, now: Instant) {
-        if kind.expects_ready() {
-            self.pending_ready += 1;
+        match kind {
+            Frontend::Query | Frontend::FunctionCall => {
+                self.pending_ready += 1;
+                self.syncs_since_execute = 0;
+                self.unsynced = false;
+            }
+            Frontend::Sync => {
+                // In copy-in mode the server ignores Sync: no ReadyForQuery will follow.
+                if !self.copy_in {
+                    self.pending_ready += 1;
+                    self.syncs_since_execute += 1;
+                }
+                self.unsynced = false;
+            }
+            Frontend::Execute => {
+                self.syncs_since_execute = 0;
+                self.unsynced = true;
+            }
+            Frontend::Parse | Frontend::Bind | Frontend::Describe | Frontend::Close => {
+                self.unsynced = true;
+            }
+            Frontend::CopyDone | Frontend::CopyFail => self.copy_in = false,
+            Frontend::Flush
+            | Frontend::CopyData
+            | Frontend::Terminate
+            | Frontend::Password
+            | Frontend::Other(_) => {}
         }
         if self.transaction_started.is_none() && !matches!(kind, Frontend::Terminate) {
             self.transaction_started = Some(now);
@@ -48,6 +84,12 @@ impl RelayState {
 
     /// A server message is being sent to the client.
     pub fn on_backend(&mut self, kind: Backend, status: Option<TxStatus>, now: Instant) -> Event {
+        if kind == Backend::CopyInResponse {
+            // Syncs sent right after the COPY's Execute were swallowed by copy-in mode.
+            self.pending_ready = self.pending_ready.saturating_sub(self.syncs_since_execute);
+            self.syncs_since_execute = 0;
+            self.copy_in = true;
+        }
         if kind != Backend::ReadyForQuery {
             return Event::None;
         }
@@ -65,7 +107,13 @@ impl RelayState {
 
     /// Nothing in flight and no open transaction: the server connection could be released.
     pub fn is_idle(&self) -> bool {
-        self.pending_ready == 0 && self.status == TxStatus::Idle
+        self.pending_ready == 0 && self.status == TxStatus::Idle && !self.unsynced && !self.copy_in
+    }
+
+    /// Nothing is owed by the server and nothing runs unsynced: the connection can be
+    /// reset with a query (possibly after ROLLBACK).
+    pub fn is_settled(&self) -> bool {
+        self.pending_ready == 0 && !self.unsynced && !self.copy_in
     }
 }
 
@@ -135,6 +183,67 @@ mod tests {
             Event::TransactionEnded(_)
         ));
         assert!(s.is_idle());
+    }
+
+    #[test]
+    fn extended_copy_in_swallows_the_sync_after_execute() {
+        let t0 = Instant::now();
+        let mut s = RelayState::default();
+        // tokio-postgres copy_in: Bind, Execute, Sync; then data, CopyDone, Sync.
+        for kind in [
+            Frontend::Parse,
+            Frontend::Bind,
+            Frontend::Execute,
+            Frontend::Sync,
+        ] {
+            s.on_frontend(kind, t0);
+        }
+        assert_eq!(s.pending_ready, 1);
+        s.on_backend(Backend::CopyInResponse, None, t0);
+        assert_eq!(s.pending_ready, 0);
+        assert!(!s.is_idle(), "copy in progress");
+        s.on_frontend(Frontend::CopyData, t0);
+        s.on_frontend(Frontend::Flush, t0);
+        s.on_frontend(Frontend::Sync, t0); // ignored by the server while copying
+        s.on_frontend(Frontend::CopyDone, t0);
+        s.on_frontend(Frontend::Sync, t0);
+        assert_eq!(s.pending_ready, 1);
+        s.on_backend(Backend::CommandComplete, None, t0);
+        s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), t0);
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn simple_copy_in_counts_one_ready() {
+        let t0 = Instant::now();
+        let mut s = RelayState::default();
+        s.on_frontend(Frontend::Query, t0);
+        s.on_backend(Backend::CopyInResponse, None, t0);
+        assert_eq!(s.pending_ready, 1);
+        s.on_frontend(Frontend::CopyData, t0);
+        s.on_frontend(Frontend::CopyDone, t0);
+        s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), t0);
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn execute_without_sync_is_unsettled() {
+        let t0 = Instant::now();
+        let mut s = RelayState::default();
+        for kind in [
+            Frontend::Parse,
+            Frontend::Bind,
+            Frontend::Execute,
+            Frontend::Flush,
+        ] {
+            s.on_frontend(kind, t0);
+        }
+        assert_eq!(s.pending_ready, 0);
+        assert!(!s.is_settled());
+        assert!(!s.is_idle());
+        s.on_frontend(Frontend::Sync, t0);
+        s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), t0);
+        assert!(s.is_settled() && s.is_idle());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod drivers;
+mod edges;
 mod lifecycle;
 mod limits;
 mod psql;

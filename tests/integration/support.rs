@@ -87,6 +87,7 @@ pub struct ProxyBuilder {
     checkout_timeout: &'static str,
     max_client_connections: usize,
     tls: Option<(&'static str, PathBuf, PathBuf)>,
+    app_server_password: &'static str,
 }
 
 impl Default for ProxyBuilder {
@@ -97,6 +98,7 @@ impl Default for ProxyBuilder {
             checkout_timeout: "5s",
             max_client_connections: 2000,
             tls: None,
+            app_server_password: APP_PASSWORD,
         }
     }
 }
@@ -114,6 +116,12 @@ impl ProxyBuilder {
 
     pub fn max_client_connections(mut self, n: usize) -> Self {
         self.max_client_connections = n;
+        self
+    }
+
+    /// The app user's server_password is wrong: the proxy cannot log in to PostgreSQL.
+    pub fn wrong_server_password(mut self) -> Self {
+        self.app_server_password = "not-the-password";
         self
     }
 
@@ -150,7 +158,7 @@ users:
   {APP_USER}:
     auth: scram-sha-256
     password: "{APP_PASSWORD}"
-    server_password: "{APP_PASSWORD}"
+    server_password: "{app_server_password}"
   {MD5_USER}:
     auth: md5
     password: "{MD5_PASSWORD}"
@@ -165,6 +173,7 @@ users:
             mode = self.pool_mode,
             size = self.pool_size,
             timeout = self.checkout_timeout,
+            app_server_password = self.app_server_password,
             dedicated = DEDICATED
                 .iter()
                 .map(|(name, password, md5)| {
