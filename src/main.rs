@@ -16,6 +16,9 @@ struct Cli {
     /// Config file to run with.
     #[arg(long, default_value = "rules/pgstrata.yaml")]
     config: PathBuf,
+    /// Worker threads; 1 runs everything on one thread (like PgBouncer). Default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -42,15 +45,23 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Some(Command::Check { file }) => check(&file),
-        Some(Command::Demo { port }) => runtime()?.block_on(demo(port)),
-        Some(Command::Run) | None => runtime()?.block_on(run(&cli.config)),
+        Some(Command::Demo { port }) => runtime(cli.threads)?.block_on(demo(port)),
+        Some(Command::Run) | None => runtime(cli.threads)?.block_on(run(&cli.config)),
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    Ok(builder.enable_all().build()?)
 }
 
 fn check(file: &Path) -> anyhow::Result<()> {

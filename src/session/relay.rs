@@ -118,7 +118,12 @@ impl Relay {
     }
 
     async fn pump(&mut self) -> Result<End, SessionError> {
-        let mut shutting_down = *self.shutdown.borrow();
+        let mut shutdown = self.shutdown.clone();
+        let mut shutting_down = *shutdown.borrow_and_update();
+        // Created once: re-creating it every iteration would register and unregister a
+        // waiter on a channel all sessions share, under its lock.
+        let shutdown_signal = shutdown.changed();
+        tokio::pin!(shutdown_signal);
         // The client may have sent requests along with its last authentication message.
         if self.take_client_frames()? == Flow::Stop {
             return Ok(End::Terminated);
@@ -162,7 +167,7 @@ impl Relay {
                         return Ok(End::ClientGone);
                     }
                 }
-                _ = self.shutdown.changed(), if !shutting_down => shutting_down = true,
+                _ = &mut shutdown_signal, if !shutting_down => shutting_down = true,
             }
         }
     }
