@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod rules;
 pub mod server;
 pub mod session;
+pub mod sql;
 pub mod tls;
 
 use std::future::Future;

@@ -40,6 +40,17 @@ pub fn error(class: &'static str) {
     counter!("pgstrata_errors_total", "class" => class).increment(1);
 }
 
+/// A session starts keeping its server connection between transactions.
+pub fn pinned(reason: crate::sql::effects::PinReason) {
+    counter!("pgstrata_session_pins_total", "reason" => reason.as_str()).increment(1);
+    gauge!("pgstrata_sessions_pinned").increment(1.0);
+}
+
+/// A pinned session ended.
+pub fn unpinned(_reason: crate::sql::effects::PinReason) {
+    gauge!("pgstrata_sessions_pinned").decrement(1.0);
+}
+
 /// Sets the per-pool server connection gauges.
 pub fn server_connections(pool: &str, active: u32, idle: u32) {
     let pool = pool.to_owned();

@@ -63,6 +63,9 @@ pub struct ServerConnection {
     /// Set at checkout, cleared by a successful reset; a connection dropped while set is
     /// closed instead of returning to the pool.
     pub needs_reset: bool,
+    /// Client settings the proxy applied on this connection since its last reset
+    /// (None: the server's defaults).
+    pub applied: Option<Arc<Vec<(String, String)>>>,
     pub created: Instant,
 }
 
@@ -87,6 +90,7 @@ impl ServerConnection {
             status: TxStatus::Idle,
             broken: false,
             needs_reset: false,
+            applied: None,
             created: Instant::now(),
         };
         conn.startup().await?;

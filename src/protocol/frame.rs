@@ -126,10 +126,12 @@ impl Iterator for Frames<'_> {
     }
 }
 
-/// Whether the caller forwards a frame or stops in front of it.
+/// Whether the caller forwards a frame, swallows it, or stops in front of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Forward,
+    /// Consume the frame without forwarding it (a reply to a hidden statement).
+    Drop,
     /// Leave this frame (and everything after it) in the input.
     Stop,
 }
@@ -139,8 +141,10 @@ pub enum Flow {
 /// read (at most MAX_INSPECTED_LEN) are waited for whole.
 #[derive(Debug, Clone, Default)]
 pub struct Streamer {
-    /// Body bytes of the current message still to forward unread.
+    /// Body bytes of the current message still to pass unread.
     remaining: usize,
+    /// Those bytes are dropped rather than forwarded.
+    dropping: bool,
 }
 
 impl Streamer {
@@ -149,56 +153,51 @@ impl Streamer {
         self.remaining == 0
     }
 
-    /// Forwards what can be forwarded. `on_frame(tag, body)` is called once per message when
-    /// its header has arrived: `body` is the whole body if `needs_body(tag)`, otherwise
-    /// whatever prefix of it has arrived (possibly empty).
+    /// Forwards what can be forwarded. `on_frame(tag, body, complete)` is called once per
+    /// message when its header has arrived. If `needs_body(tag)` and the message is at most
+    /// MAX_INSPECTED_LEN, `body` is the whole body (`complete`); otherwise it is whatever
+    /// prefix has arrived, possibly empty.
     pub fn pump(
         &mut self,
         input: &mut BytesMut,
         output: &mut BytesMut,
         needs_body: impl Fn(u8) -> bool,
-        mut on_frame: impl FnMut(u8, &[u8]) -> Flow,
+        mut on_frame: impl FnMut(u8, &[u8], bool) -> Flow,
     ) -> Result<Flow, FrameError> {
-        let mut taken = 0;
+        // Forwarded bytes are copied in contiguous runs: `input[run..taken]` is pending.
+        let (mut run, mut taken) = (0, 0);
         let mut flow = Flow::Forward;
         while taken < input.len() {
             let rest = &input[taken..];
-            if self.remaining > 0 {
+            let (skip, dropped) = if self.remaining > 0 {
                 let n = self.remaining.min(rest.len());
-                taken += n;
                 self.remaining -= n;
-                continue;
-            }
-            let Some((tag, len)) = header(rest, MAX_FRAME_LEN)? else {
-                break;
-            };
-            if needs_body(tag) {
-                if len > MAX_INSPECTED_LEN {
-                    return Err(FrameError::TooLarge {
-                        tag: tag as char,
-                        length: len,
-                        max: MAX_INSPECTED_LEN,
-                    });
-                }
-                if rest.len() < len {
-                    break;
-                }
-                if on_frame(tag, &rest[HEADER_LEN..len]) == Flow::Stop {
-                    flow = Flow::Stop;
-                    break;
-                }
-                taken += len;
+                (n, self.dropping)
             } else {
+                let Some((tag, len)) = header(rest, MAX_FRAME_LEN)? else {
+                    break;
+                };
+                let inspect = needs_body(tag) && len <= MAX_INSPECTED_LEN;
+                if inspect && rest.len() < len {
+                    break;
+                }
                 let available = rest.len().min(len);
-                if on_frame(tag, &rest[HEADER_LEN..available]) == Flow::Stop {
+                let decision = on_frame(tag, &rest[HEADER_LEN..available], inspect);
+                if decision == Flow::Stop {
                     flow = Flow::Stop;
                     break;
                 }
-                taken += available;
+                self.dropping = decision == Flow::Drop;
                 self.remaining = len - available;
+                (available, self.dropping)
+            };
+            if dropped {
+                output.extend_from_slice(&input[run..taken]);
+                run = taken + skip;
             }
+            taken += skip;
         }
-        output.extend_from_slice(&input[..taken]);
+        output.extend_from_slice(&input[run..taken]);
         input.advance(taken);
         Ok(flow)
     }
@@ -309,10 +308,12 @@ mod tests {
                     &mut input,
                     &mut output,
                     |t| t == b'Z',
-                    |t, body| {
+                    |t, body, _| {
                         calls.push((t, body.to_vec()));
                         if t == stop_at {
                             Flow::Stop
+                        } else if t == b'N' {
+                            Flow::Drop
                         } else {
                             Flow::Forward
                         }
@@ -343,6 +344,20 @@ mod tests {
     }
 
     #[test]
+    fn dropped_frames_vanish_whole_however_they_arrive() {
+        let mut bytes = msg(b'C', b"KEEP\0");
+        bytes.extend(msg(b'N', &[9u8; 200]));
+        bytes.extend(msg(b'Z', b"I"));
+        let mut want = msg(b'C', b"KEEP\0");
+        want.extend(msg(b'Z', b"I"));
+        for step in [1, 3, 6, 100, 1000] {
+            let (out, calls, _) = stream(&bytes, step, 0);
+            assert_eq!(out, want, "step {step}");
+            assert_eq!(calls.len(), 3);
+        }
+    }
+
+    #[test]
     fn stops_in_front_of_a_frame() {
         let mut bytes = msg(b'Q', b"select 1\0");
         bytes.extend(msg(b'X', b""));
@@ -358,16 +373,28 @@ mod tests {
         let mut input = BytesMut::from(&[b'd', 0x3f, 0xff, 0xff, 0xf0, 1, 2, 3][..]);
         let mut output = BytesMut::new();
         streamer
-            .pump(&mut input, &mut output, |_| false, |_, _| Flow::Forward)
+            .pump(&mut input, &mut output, |_| false, |_, _, _| Flow::Forward)
             .unwrap();
         assert!(input.is_empty());
         assert_eq!(output.len(), 8);
         assert!(!streamer.at_boundary());
-        let mut inspected = BytesMut::from(&[b'Z', 0x00, 0x20, 0x00, 0x00][..]);
-        let err = Streamer::default()
-            .pump(&mut inspected, &mut output, |_| true, |_, _| Flow::Forward)
-            .unwrap_err();
-        assert!(matches!(err, FrameError::TooLarge { .. }));
+        // Over the inspection limit, a frame the caller wants to read streams too, marked
+        // incomplete.
+        let mut inspected = BytesMut::from(&[b'Q', 0x00, 0x20, 0x00, 0x00, b's'][..]);
+        let mut complete = None;
+        Streamer::default()
+            .pump(
+                &mut inspected,
+                &mut output,
+                |_| true,
+                |_, _, c| {
+                    complete = Some(c);
+                    Flow::Forward
+                },
+            )
+            .unwrap();
+        assert_eq!(complete, Some(false));
+        assert!(inspected.is_empty());
     }
 
     #[test]

@@ -265,14 +265,7 @@ impl Builder<'_> {
         let mode = raw
             .pool_mode
             .as_ref()
-            .map_or_else(PoolMode::default, |mode| {
-                if mode.value == PoolMode::Transaction {
-                    // Accepting it would silently run session pooling instead.
-                    let message = "transaction pooling is not implemented yet; use session";
-                    self.report(at(mode), child(path, "pool_mode"), message);
-                }
-                mode.value
-            });
+            .map_or_else(PoolMode::default, |mode| mode.value);
         PoolConfig {
             mode,
             size,

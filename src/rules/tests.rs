@@ -127,7 +127,7 @@ listen: { address: \"[::1]:6432\" }
 clusters: { main: { primary: { host: \"::1\", port: 5432 } } }
 databases:
   app: { cluster: main, idle_timeout: 0s, max_lifetime: 0ms, max_client_connections: 0 }
-  other: { cluster: main, pool_mode: session, max_client_connections: 7 }
+  other: { cluster: main, pool_mode: transaction, max_client_connections: 7 }
 users: { app: { auth: trust, server_user: postgres } }
 ",
     );
@@ -136,7 +136,7 @@ users: { app: { auth: trust, server_user: postgres } }
     assert_eq!((app.pool.idle_timeout, app.pool.max_lifetime), (None, None));
     assert_eq!(app.max_client_connections, None);
     let other = &config.databases["other"];
-    assert_eq!(other.pool.mode, PoolMode::Session);
+    assert_eq!(other.pool.mode, PoolMode::Transaction);
     assert_eq!(other.max_client_connections, Some(7));
     let user = &config.users["app"];
     assert!(matches!(user.client_secret, ClientSecret::None));
@@ -554,25 +554,4 @@ users: { app: { auth: trust } }
     assert!(unreadable
         .to_string()
         .starts_with(&format!("{}: cannot read the file:", file.display())));
-}
-
-#[test]
-fn transaction_pooling_is_refused_until_it_exists() {
-    assert_eq!(
-        problems(
-            "\
-listen: { address: 127.0.0.1:6432 }
-clusters: { main: { primary: { host: db, port: 5432 } } }
-databases:
-  app:
-    cluster: main
-    pool_mode: transaction
-users: { app: { auth: trust } }
-"
-        ),
-        vec![
-            "rules/test.yaml:6:16: databases.app.pool_mode: transaction pooling is not implemented yet; use session"
-                .to_owned()
-        ]
-    );
 }

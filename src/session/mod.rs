@@ -3,12 +3,14 @@
 
 mod auth;
 mod error;
+mod hidden;
 mod io;
 mod params;
 mod relay;
 mod startup;
 pub mod state;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -18,7 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 pub use error::SessionError;
 
 use crate::backend::cancel::CancelTarget;
-use crate::backend::{CancelKey, PooledServer};
+use crate::backend::{CancelKey, Pool, PooledServer};
 use crate::metrics;
 use crate::protocol::reply;
 use crate::protocol::startup::StartupParams;
@@ -48,12 +50,18 @@ pub async fn serve(tcp: TcpStream, proxy: &Proxy) {
         Ok(attached) => attached,
         Err(e) => return report(Some(&mut stream), e).await,
     };
+    let client_params = attached.server.params.clone();
     let relay = Relay::new(
         stream.into_split(),
         attached.buf,
         attached.server,
-        attached.cancel_key,
-        proxy.shutdown.clone(),
+        relay::Session {
+            pool: attached.pool,
+            settings: attached.settings,
+            cancel_key: attached.cancel_key,
+            shutdown: proxy.shutdown.clone(),
+            client_params,
+        },
     );
     relay.run().await;
     drop(attached.database_permit);
@@ -76,6 +84,8 @@ struct Attached {
     /// Client bytes already read past authentication.
     buf: BytesMut,
     server: PooledServer,
+    pool: Arc<Pool>,
+    settings: Arc<Vec<(String, String)>>,
     cancel_key: CancelKey,
     database_permit: Option<OwnedSemaphorePermit>,
 }
@@ -115,7 +125,9 @@ async fn prepare(
     let database_permit = proxy.database_permit(&database)?;
 
     let cancel_key = proxy.cancels.register();
-    let server = attach(pool.checkout().await?, &settings).await?;
+    let settings = Arc::new(settings);
+    let mut server = attach(pool.checkout().await?, &settings).await?;
+    server.applied = Some(Arc::clone(&settings));
     cancel_key.set_target(Some(CancelTarget {
         host: server.target.host.clone(),
         port: server.target.port,
@@ -127,17 +139,20 @@ async fn prepare(
     Ok(Attached {
         buf,
         server,
+        pool,
+        settings,
         cancel_key,
         database_permit,
     })
 }
 
-/// Applies the client's startup settings to a fresh server connection.
+/// Applies the client's startup settings to a server connection (which may carry another
+/// client's, under transaction pooling).
 async fn attach(
     mut server: PooledServer,
     settings: &[(String, String)],
 ) -> Result<PooledServer, SessionError> {
-    if let Some(sql) = params::set_config_sql(settings) {
+    if let Some(sql) = hidden::reconcile_settings(server.applied.as_deref(), settings) {
         match server.run_hidden(&sql).await {
             Ok(None) => {}
             Ok(Some(fields)) => {

@@ -1,23 +1,30 @@
 //! The relay: one `select!` over client bytes, server bytes, pending writes and shutdown.
 //! Messages stream through as their original bytes; only headers (and the bodies of a few
-//! small server messages) are read.
+//! small messages) are read. In transaction pooling the server connection is taken from
+//! the pool when a transaction starts and given back when it ends.
 
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use super::error::SessionError;
+use super::hidden;
 use super::state::{Event, RelayState};
 use crate::backend::cancel::{send_cancel, CancelTarget};
-use crate::backend::{CancelKey, PooledServer, ServerConnection};
+use crate::backend::{CancelKey, Pool, PooledServer, ServerConnection};
 use crate::metrics;
-use crate::protocol::frame::{Flow, Streamer};
+use crate::protocol::frame::{cstr, Flow, Streamer};
 use crate::protocol::message::{self, Backend, Frontend};
 use crate::protocol::sqlstate::class_label;
 use crate::protocol::TxStatus;
+use crate::rules::PoolMode;
+use crate::sql::effects::{self, PinReason};
 use crate::tls::{ClientReader, ClientWriter};
 
 /// Stop reading a side while this much is waiting to be written to the other.
@@ -38,20 +45,35 @@ enum End {
     ClientGone,
     ServerLost,
     Shutdown,
-    /// The client broke the protocol (or similar): tell it, then close.
+    /// The client broke the protocol (or a checkout failed): tell it, then close.
     Failed(SessionError),
 }
 
-pub struct Relay {
-    pub client_reader: ClientReader,
-    pub client_writer: ClientWriter,
-    pub from_client: BytesMut,
-    pub to_client: BytesMut,
-    pub to_server: BytesMut,
-    pub server: PooledServer,
-    pub state: RelayState,
+/// What a session brings to the relay.
+pub struct Session {
+    pub pool: Arc<Pool>,
+    /// Settings from the StartupMessage, applied to every server connection the session uses.
+    pub settings: Arc<Vec<(String, String)>>,
     pub cancel_key: CancelKey,
     pub shutdown: watch::Receiver<bool>,
+    /// The ParameterStatus values the client was given at startup.
+    pub client_params: BTreeMap<String, String>,
+}
+
+pub struct Relay {
+    client_reader: ClientReader,
+    client_writer: ClientWriter,
+    from_client: BytesMut,
+    to_client: BytesMut,
+    to_server: BytesMut,
+    /// The server connection, while the session holds one.
+    server: Option<PooledServer>,
+    session: Session,
+    state: RelayState,
+    /// Why this session keeps its server connection between transactions, if it does.
+    pin: Option<PinReason>,
+    /// ReadyForQuery messages of hidden statements still to swallow.
+    hidden_ready: usize,
     /// TLS records written but not yet flushed.
     client_unflushed: bool,
     client_stream: Streamer,
@@ -65,19 +87,20 @@ impl Relay {
         (client_reader, client_writer): (ClientReader, ClientWriter),
         from_client: BytesMut,
         server: PooledServer,
-        cancel_key: CancelKey,
-        shutdown: watch::Receiver<bool>,
+        session: Session,
     ) -> Relay {
+        let pin = (session.pool.mode() == PoolMode::Session).then_some(PinReason::SessionMode);
         Relay {
             client_reader,
             client_writer,
             from_client,
             to_client: BytesMut::with_capacity(READ_CHUNK),
             to_server: BytesMut::with_capacity(READ_CHUNK),
-            server,
+            server: Some(server),
+            session,
             state: RelayState::default(),
-            cancel_key,
-            shutdown,
+            pin,
+            hidden_ready: 0,
             client_unflushed: false,
             client_stream: Streamer::default(),
             server_stream: Streamer::default(),
@@ -88,13 +111,17 @@ impl Relay {
     /// Relays until either side ends, returns the server connection, then says goodbye.
     pub async fn run(mut self) {
         let end = self.pump().await.unwrap_or_else(End::Failed);
-        if matches!(end, End::Terminated) {
+        if matches!(end, End::Terminated) && self.server.is_some() {
             let _ = tokio::time::timeout(RESET_TIMEOUT, self.finish_requests()).await;
         }
-        self.cancel_key.set_target(None);
-        let mid_message = !self.server_stream.at_boundary() || !self.to_server.is_empty();
-        release(self.server, &self.state, mid_message).await;
-
+        self.session.cancel_key.set_target(None);
+        if let Some(server) = self.server.take() {
+            let mid_message = !self.server_stream.at_boundary() || !self.to_server.is_empty();
+            release(server, &self.state, mid_message || self.hidden_ready > 0).await;
+        }
+        if let Some(reason) = self.pin.filter(|r| *r != PinReason::SessionMode) {
+            metrics::unpinned(reason);
+        }
         let reply = match &end {
             End::ServerLost if !self.server_said_fatal => SessionError::ServerLost.reply(),
             End::Shutdown => SessionError::Shutdown.reply(),
@@ -118,7 +145,7 @@ impl Relay {
     }
 
     async fn pump(&mut self) -> Result<End, SessionError> {
-        let mut shutdown = self.shutdown.clone();
+        let mut shutdown = self.session.shutdown.clone();
         let mut shutting_down = *shutdown.borrow_and_update();
         // Created once: re-creating it every iteration would register and unregister a
         // waiter on a channel all sessions share, under its lock.
@@ -129,15 +156,32 @@ impl Relay {
             return Ok(End::Terminated);
         }
         loop {
+            if self.server.is_none() && !self.to_server.is_empty() {
+                self.attach().await?;
+            }
             if let Some(end) = self.write_ahead() {
                 return Ok(end);
+            }
+            if self.may_release() {
+                self.detach();
             }
             if shutting_down && self.is_quiet() {
                 return Ok(End::Shutdown);
             }
             reserve(&mut self.from_client);
-            let conn: &mut ServerConnection = &mut self.server;
-            reserve(&mut conn.read_buf);
+            let (server_reader, server_writer) = match self.server.as_deref_mut() {
+                Some(ServerConnection {
+                    reader,
+                    writer,
+                    read_buf,
+                    ..
+                }) => {
+                    reserve(read_buf);
+                    (Some((reader, read_buf)), Some(writer))
+                }
+                None => (None, None),
+            };
+            let has_server = server_writer.is_some();
             tokio::select! {
                 read = self.client_reader.read_buf(&mut self.from_client),
                     if self.to_server.len() < HIGH_WATER =>
@@ -149,13 +193,15 @@ impl Relay {
                         },
                     }
                 }
-                read = conn.reader.read_buf(&mut conn.read_buf), if self.to_client.len() < HIGH_WATER => {
+                read = read_server(server_reader), if has_server && self.to_client.len() < HIGH_WATER => {
                     match read {
                         Ok(0) | Err(_) => return Ok(End::ServerLost),
                         Ok(_) => self.take_server_frames(false)?,
                     }
                 }
-                written = conn.writer.write_buf(&mut self.to_server), if !self.to_server.is_empty() => {
+                written = write_server(server_writer, &mut self.to_server),
+                    if has_server && !self.to_server.is_empty() =>
+                {
                     if written.is_err() {
                         return Ok(End::ServerLost);
                     }
@@ -172,14 +218,63 @@ impl Relay {
         }
     }
 
+    /// Takes a server connection for the transaction the client is starting, and queues a
+    /// hidden statement ahead of the client's bytes if the connection's settings differ.
+    async fn attach(&mut self) -> Result<(), SessionError> {
+        let mut server = self.session.pool.checkout().await?;
+        if let Some(sql) =
+            hidden::reconcile_settings(server.applied.as_deref(), &self.session.settings)
+        {
+            let mut queued = BytesMut::with_capacity(sql.len() + 6 + self.to_server.len());
+            hidden::query(&mut queued, &sql);
+            queued.extend_from_slice(&self.to_server);
+            self.to_server = queued;
+            self.hidden_ready += 1;
+            server.applied = Some(Arc::clone(&self.session.settings));
+        }
+        self.session.cancel_key.set_target(Some(CancelTarget {
+            host: server.target.host.clone(),
+            port: server.target.port,
+            key: server.key,
+        }));
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Transaction pooling: the transaction is over and nothing is in flight.
+    fn may_release(&self) -> bool {
+        let Some(server) = self.server.as_deref() else {
+            return false;
+        };
+        self.pin.is_none()
+            && self.hidden_ready == 0
+            && self.state.is_idle()
+            && self.to_server.is_empty()
+            && self.client_stream.at_boundary()
+            && self.server_stream.at_boundary()
+            && server.read_buf.is_empty()
+            && server.status == TxStatus::Idle
+    }
+
+    /// Gives the server connection back to the pool as it is: its settings are tracked in
+    /// `applied`, and nothing else of the session's can be on it (or it would be pinned).
+    fn detach(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            self.session.cancel_key.set_target(None);
+            server.needs_reset = false;
+        }
+    }
+
     /// Writes what each side will take right now without waiting: most replies leave
     /// here, saving a trip around the select loop.
     fn write_ahead(&mut self) -> Option<End> {
-        if !self.to_server.is_empty() {
-            match self.server.writer.try_write(&self.to_server) {
-                Ok(n) => self.to_server.advance(n),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(_) => return Some(End::ServerLost),
+        if let Some(server) = self.server.as_deref() {
+            if !self.to_server.is_empty() {
+                match server.writer.try_write(&self.to_server) {
+                    Ok(n) => self.to_server.advance(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => return Some(End::ServerLost),
+                }
             }
         }
         if !self.to_client.is_empty() {
@@ -195,23 +290,27 @@ impl Relay {
     /// Nothing in flight in either direction and no open transaction.
     fn is_quiet(&self) -> bool {
         self.state.is_idle()
+            && self.hidden_ready == 0
             && self.from_client.is_empty()
             && self.to_server.is_empty()
             && self.to_client.is_empty()
-            && self.server.read_buf.is_empty()
+            && self.server.as_deref().is_none_or(|s| s.read_buf.is_empty())
             && self.server_stream.at_boundary()
             && self.client_stream.at_boundary()
     }
 
     /// Streams client messages towards the server. Stops in front of Terminate.
+    /// Statements that leave state in the server session pin it.
     fn take_client_frames(&mut self) -> Result<Flow, SessionError> {
         let now = Instant::now();
         let state = &mut self.state;
+        let mut pinned = None;
+        let watching = self.pin.is_none();
         let flow = self.client_stream.pump(
             &mut self.from_client,
             &mut self.to_server,
-            |_| false,
-            |tag, _| {
+            |tag| watching && matches!(Frontend::from_tag(tag), Frontend::Query | Frontend::Parse),
+            |tag, body, complete| {
                 let kind = Frontend::from_tag(tag);
                 if kind == Frontend::Terminate {
                     return Flow::Stop;
@@ -222,25 +321,41 @@ impl Relay {
                 ) {
                     metrics::get().queries.increment(1);
                 }
+                if watching && pinned.is_none() {
+                    pinned = pin_reason(kind, body, complete);
+                }
                 state.on_frontend(kind, now);
                 Flow::Forward
             },
         )?;
+        if let Some(reason) = pinned {
+            tracing::debug!(
+                reason = reason.as_str(),
+                "session pinned to its server connection"
+            );
+            metrics::pinned(reason);
+            self.pin = Some(reason);
+        }
         Ok(flow)
     }
 
     /// Streams server messages towards the client (or nowhere, when `discard`), tracking
-    /// ReadyForQuery status, parameters and errors.
+    /// ReadyForQuery status, parameters and errors, and swallowing hidden statements' replies.
     fn take_server_frames(&mut self, discard: bool) -> Result<(), SessionError> {
         let now = Instant::now();
-        let ServerConnection {
+        let Some(ServerConnection {
             read_buf,
             params,
             status,
             ..
-        } = &mut *self.server;
+        }) = self.server.as_deref_mut()
+        else {
+            return Ok(());
+        };
         let state = &mut self.state;
         let said_fatal = &mut self.server_said_fatal;
+        let hidden_ready = &mut self.hidden_ready;
+        let client_params = &mut self.session.client_params;
         self.server_stream
             .pump(
                 read_buf,
@@ -251,18 +366,24 @@ impl Relay {
                         Backend::ReadyForQuery | Backend::ParameterStatus
                     )
                 },
-                |tag, body| {
+                |tag, body, complete| {
                     let kind = Backend::from_tag(tag);
                     let mut ready = None;
+                    let mut flow = Flow::Forward;
                     match kind {
-                        Backend::ReadyForQuery => {
+                        Backend::ReadyForQuery if complete => {
                             ready = message::ready_status(body);
                             if let Some(s) = ready {
                                 *status = s;
                             }
                         }
-                        Backend::ParameterStatus => {
+                        Backend::ParameterStatus if complete => {
                             if let Some((name, value)) = message::parameter_status(body) {
+                                // The client hears of a change only if it is news to it.
+                                if client_params.get(&name) == Some(&value) && *hidden_ready > 0 {
+                                    flow = Flow::Drop;
+                                }
+                                client_params.insert(name.clone(), value.clone());
                                 params.insert(name, value);
                             }
                         }
@@ -270,15 +391,31 @@ impl Relay {
                             metrics::error(class_label(message::error_code(body)));
                             *said_fatal =
                                 body.starts_with(b"SFATAL\0") || body.starts_with(b"SPANIC\0");
+                            if *hidden_ready > 0 {
+                                tracing::warn!(
+                                    code = %String::from_utf8_lossy(message::error_code(body)),
+                                    "hidden statement failed"
+                                );
+                            }
                         }
                         _ => {}
+                    }
+                    if *hidden_ready > 0 {
+                        if kind == Backend::ReadyForQuery {
+                            *hidden_ready -= 1;
+                        }
+                        return if kind == Backend::ParameterStatus {
+                            flow
+                        } else {
+                            Flow::Drop
+                        };
                     }
                     if let Event::TransactionEnded(duration) = state.on_backend(kind, ready, now) {
                         let m = metrics::get();
                         m.transactions.increment(1);
                         m.transaction_duration.record(duration);
                     }
-                    Flow::Forward
+                    flow
                 },
             )
             .map_err(|_| SessionError::ServerLost)?;
@@ -294,18 +431,17 @@ impl Relay {
     async fn finish_requests(&mut self) {
         let mut client_reads = true;
         while !self.to_server.is_empty() {
-            if self
-                .server
-                .writer
-                .write_buf(&mut self.to_server)
-                .await
-                .is_err()
-            {
+            let Some(server) = self.server.as_deref_mut() else {
+                return;
+            };
+            if server.writer.write_buf(&mut self.to_server).await.is_err() {
                 return;
             }
         }
-        while self.state.pending_ready > 0 {
-            let conn: &mut ServerConnection = &mut self.server;
+        while self.state.pending_ready > 0 || self.hidden_ready > 0 {
+            let Some(conn) = self.server.as_deref_mut() else {
+                return;
+            };
             reserve(&mut conn.read_buf);
             match conn.reader.read_buf(&mut conn.read_buf).await {
                 Ok(0) | Err(_) => return,
@@ -325,6 +461,41 @@ impl Relay {
                 self.to_client.clear();
             }
         }
+    }
+}
+
+/// Why a client message pins the session, if it does.
+fn pin_reason(kind: Frontend, body: &[u8], complete: bool) -> Option<PinReason> {
+    match kind {
+        Frontend::Query | Frontend::Parse if !complete => Some(PinReason::Unreadable),
+        Frontend::Query => effects::pins(cstr(body).map_or(body, |(sql, _)| sql)),
+        Frontend::Parse => {
+            let (name, rest) = cstr(body)?;
+            if !name.is_empty() {
+                return Some(PinReason::NamedStatement);
+            }
+            effects::pins(cstr(rest).map_or(rest, |(sql, _)| sql))
+        }
+        _ => None,
+    }
+}
+
+async fn read_server(
+    server: Option<(&mut OwnedReadHalf, &mut BytesMut)>,
+) -> std::io::Result<usize> {
+    match server {
+        Some((reader, buf)) => reader.read_buf(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_server(
+    writer: Option<&mut OwnedWriteHalf>,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    match writer {
+        Some(writer) => writer.write_buf(buf).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -378,5 +549,6 @@ async fn reset(server: &mut ServerConnection) -> bool {
     let clean = matches!(server.run_hidden("DISCARD ALL").await, Ok(None))
         && server.status == TxStatus::Idle;
     server.needs_reset = !clean;
+    server.applied = None;
     clean
 }

@@ -64,7 +64,16 @@ async fn typed_row(client: &tokio_postgres::Client, i: i64) -> Row {
 
 #[tokio::test]
 async fn binary_results_over_many_types_match_direct() {
-    let proxy = ProxyBuilder::default().start().await;
+    binary_results_match_direct_in("session").await;
+}
+
+#[tokio::test]
+async fn binary_results_match_direct_with_transaction_pooling() {
+    binary_results_match_direct_in("transaction").await;
+}
+
+async fn binary_results_match_direct_in(mode: &'static str) {
+    let proxy = ProxyBuilder::default().pool_mode(mode).start().await;
     let via = connect(&proxy.app_conn_string()).await;
     let direct = connect(&direct_conn_string()).await;
     for i in 0..20 {
@@ -98,7 +107,20 @@ async fn binary_results_over_many_types_match_direct() {
 
 #[tokio::test]
 async fn error_inside_transaction_then_rollback() {
-    let proxy = ProxyBuilder::default().start().await;
+    error_inside_transaction_then_rollback_in("session").await;
+}
+
+#[tokio::test]
+async fn error_inside_transaction_then_rollback_with_transaction_pooling() {
+    error_inside_transaction_then_rollback_in("transaction").await;
+}
+
+async fn error_inside_transaction_then_rollback_in(mode: &'static str) {
+    let proxy = ProxyBuilder::default()
+        .pool_mode(mode)
+        .pool_size(2)
+        .start()
+        .await;
     let mut client = connect(&proxy.app_conn_string()).await;
     let tx = client.transaction().await.expect("begin");
     let err = tx
@@ -171,7 +193,16 @@ async fn notices_reach_the_client() {
 
 #[tokio::test]
 async fn sqlx_cached_prepared_statements() {
-    let proxy = ProxyBuilder::default().start().await;
+    sqlx_cached_prepared_statements_in("session").await;
+}
+
+#[tokio::test]
+async fn sqlx_cached_prepared_statements_with_transaction_pooling() {
+    sqlx_cached_prepared_statements_in("transaction").await;
+}
+
+async fn sqlx_cached_prepared_statements_in(mode: &'static str) {
+    let proxy = ProxyBuilder::default().pool_mode(mode).start().await;
     let url = format!(
         "postgres://{}:{}@127.0.0.1:{}/{}?sslmode=disable",
         crate::support::APP_USER,

@@ -10,3 +10,4 @@ mod psql;
 mod security;
 mod support;
 mod tools;
+mod transaction;

@@ -68,7 +68,16 @@ SELECT 'after notify' AS note;
 
 #[tokio::test]
 async fn psql_script_matches_direct() {
-    let proxy = ProxyBuilder::default().start().await;
+    psql_script_matches_direct_in("session").await;
+}
+
+#[tokio::test]
+async fn psql_script_matches_direct_with_transaction_pooling() {
+    psql_script_matches_direct_in("transaction").await;
+}
+
+async fn psql_script_matches_direct_in(mode: &'static str) {
+    let proxy = ProxyBuilder::default().pool_mode(mode).start().await;
     let root = tempfile::tempdir().expect("tempdir");
     let mut input = String::new();
     for i in 1..=500 {

@@ -22,7 +22,8 @@ pub const TRUST_USER: &str = "trusty";
 pub const LONELY_MD5: (&str, &str, bool) = ("lonely_md5", "lonely-md5-secret", true);
 pub const LONELY_SCRAM: (&str, &str, bool) = ("lonely_scram", "lonely-scram-secret", false);
 pub const REUSE_PROBE: (&str, &str, bool) = ("reuse_probe", "reuse-probe-secret", false);
-const DEDICATED: [(&str, &str, bool); 3] = [LONELY_MD5, LONELY_SCRAM, REUSE_PROBE];
+pub const TXN_PROBE: (&str, &str, bool) = ("txn_probe", "txn-probe-secret", false);
+const DEDICATED: [(&str, &str, bool); 4] = [LONELY_MD5, LONELY_SCRAM, REUSE_PROBE, TXN_PROBE];
 pub const DATABASE: &str = "app";
 
 /// The cluster shared by every test in this binary. Its servers stop when the test
@@ -104,6 +105,12 @@ impl Default for ProxyBuilder {
 }
 
 impl ProxyBuilder {
+    /// `session` (the default here) or `transaction`.
+    pub fn pool_mode(mut self, mode: &'static str) -> Self {
+        self.pool_mode = mode;
+        self
+    }
+
     pub fn pool_size(mut self, n: u32) -> Self {
         self.pool_size = n;
         self

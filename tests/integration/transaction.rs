@@ -1,0 +1,257 @@
+//! Transaction pooling: server connections shared between transactions of many clients,
+//! each client keeping its own settings, and stateful sessions pinned.
+
+use std::time::Duration;
+
+use crate::support::{
+    connect, eventually, primary, server_sessions, ProxyBuilder, TestProxy, DATABASE, TXN_PROBE,
+};
+
+async fn transaction_proxy(pool_size: u32) -> TestProxy {
+    ProxyBuilder::default()
+        .pool_mode("transaction")
+        .pool_size(pool_size)
+        .checkout_timeout("10s")
+        .start()
+        .await
+}
+
+fn probe_conn(proxy: &TestProxy, extra: &str) -> String {
+    let (user, password, _) = TXN_PROBE;
+    format!("{} {extra}", proxy.conn_string(user, password))
+}
+
+/// 200 clients share 10 server connections; the server never sees more than 10.
+#[tokio::test]
+async fn many_clients_share_a_small_pool() {
+    let proxy = transaction_proxy(10).await;
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        clients.push(connect(&probe_conn(&proxy, &format!("application_name=c{i}"))).await);
+    }
+    let (user, _, _) = TXN_PROBE;
+    assert!(server_sessions(user).await <= 10);
+    let mut tasks = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for round in 0..5 {
+                // Unnamed statements (extended protocol) and simple queries, in and out of
+                // explicit transactions.
+                let rows = client
+                    .query_typed(
+                        "SELECT $1::int4 * 2",
+                        &[(&(i as i32), tokio_postgres::types::Type::INT4)],
+                    )
+                    .await
+                    .expect("typed query");
+                assert_eq!(rows[0].get::<_, i32>(0), i as i32 * 2);
+                let name = client
+                    .simple_query("BEGIN; SELECT current_setting('application_name'); COMMIT")
+                    .await
+                    .expect("transaction");
+                let seen = name.iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                });
+                assert_eq!(
+                    seen.as_deref(),
+                    Some(format!("c{i}").as_str()),
+                    "round {round}"
+                );
+            }
+            client
+        }));
+    }
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(task.await.expect("client task"));
+    }
+    assert!(server_sessions(user).await <= 10);
+    drop(clients);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn pgbench_simple_and_extended_with_more_clients_than_connections() {
+    let proxy = transaction_proxy(3).await;
+    let port = proxy.port();
+    tokio::task::spawn_blocking(move || {
+        let bench = |args: &[&str]| {
+            let output = std::process::Command::new(crate::support::bin("pgbench"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    crate::support::APP_USER,
+                ])
+                .args(args)
+                .arg(DATABASE)
+                .env("PGPASSWORD", crate::support::APP_PASSWORD)
+                .output()
+                .expect("pgbench");
+            let text = String::from_utf8_lossy(&output.stdout).to_string()
+                + &String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{args:?}:\n{text}");
+            text
+        };
+        bench(&["-i", "-s", "1", "-q"]);
+        for mode in ["simple", "extended"] {
+            let report = bench(&["-M", mode, "-c", "12", "-j", "2", "-T", "3", "-n"]);
+            assert!(
+                report.contains("number of failed transactions: 0"),
+                "{mode}:\n{report}"
+            );
+        }
+    })
+    .await
+    .expect("pgbench task");
+    proxy.shutdown().await;
+}
+
+/// A's SET pins A to its connection; B, sharing the pool, never sees A's settings.
+#[tokio::test]
+async fn settings_never_leak_between_clients() {
+    let proxy = transaction_proxy(2).await;
+    let a = connect(&probe_conn(&proxy, "")).await;
+    let b = connect(&probe_conn(&proxy, "")).await;
+    a.batch_execute("SET search_path = pg_catalog; SET statement_timeout = '4321ms'; SELECT set_config('app.x', 'mine', false)")
+        .await
+        .expect("settings");
+    for _ in 0..20 {
+        let row = b
+            .query_one(
+                "SELECT current_setting('search_path'), current_setting('statement_timeout'), current_setting('app.x', true)",
+                &[],
+            )
+            .await
+            .expect("b");
+        assert_eq!(row.get::<_, String>(0), "\"$user\", public");
+        assert_eq!(row.get::<_, String>(1), "0");
+        assert_eq!(row.get::<_, Option<String>>(2).unwrap_or_default(), "");
+        let row = a
+            .query_one(
+                "SELECT current_setting('statement_timeout'), current_setting('app.x')",
+                &[],
+            )
+            .await
+            .expect("a");
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            ("4321ms".into(), "mine".into())
+        );
+    }
+    proxy.shutdown().await;
+}
+
+/// Temporary tables, session advisory locks and LISTEN keep working across transactions.
+#[tokio::test]
+async fn stateful_sessions_are_pinned() {
+    let proxy = transaction_proxy(3).await;
+    let temp = connect(&probe_conn(&proxy, "")).await;
+    temp.batch_execute("CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1)")
+        .await
+        .expect("temp");
+    let lock = connect(&probe_conn(&proxy, "")).await;
+    let row = lock
+        .query_one("SELECT pg_advisory_lock(4242)::text", &[])
+        .await
+        .expect("lock");
+    assert_eq!(row.get::<_, String>(0), "");
+    // Other clients come and go on the remaining connection meanwhile.
+    for _ in 0..10 {
+        let other = connect(&probe_conn(&proxy, "")).await;
+        other.simple_query("SELECT 1").await.expect("other");
+    }
+    temp.batch_execute("INSERT INTO scratch VALUES (2)")
+        .await
+        .expect("temp table still there");
+    let row = temp
+        .query_one("SELECT count(*) FROM scratch", &[])
+        .await
+        .expect("count");
+    assert_eq!(row.get::<_, i64>(0), 2);
+    let row = lock
+        .query_one("SELECT pg_advisory_unlock(4242)", &[])
+        .await
+        .expect("unlock");
+    assert!(
+        row.get::<_, bool>(0),
+        "the lock was taken on another connection"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn listen_is_pinned_and_receives_notifications() {
+    let proxy = transaction_proxy(3).await;
+    let (client, mut connection) =
+        tokio_postgres::connect(&probe_conn(&proxy, ""), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    client
+        .batch_execute("LISTEN txn_channel")
+        .await
+        .expect("listen");
+    let sender = connect(&probe_conn(&proxy, "")).await;
+    sender
+        .batch_execute("NOTIFY txn_channel, 'hello'")
+        .await
+        .expect("notify");
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("notification")
+        .expect("payload");
+    assert_eq!(got, "hello");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn killed_client_releases_locks_in_transaction_mode() {
+    let proxy = transaction_proxy(2).await;
+    let admin = connect(&primary().superuser_conn_string(DATABASE)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS txn_lock_probe (id int PRIMARY KEY); \
+             INSERT INTO txn_lock_probe VALUES (1) ON CONFLICT DO NOTHING; \
+             GRANT ALL ON txn_lock_probe TO txn_probe",
+        )
+        .await
+        .expect("setup");
+    let (client, connection) = tokio_postgres::connect(
+        &probe_conn(&proxy, "application_name=txn_kill"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect");
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute("BEGIN; SELECT * FROM txn_lock_probe WHERE id = 1 FOR UPDATE")
+        .await
+        .expect("lock");
+    driver.abort();
+    drop(client);
+    let other = connect(&probe_conn(&proxy, "")).await;
+    let free = eventually(Duration::from_secs(1), || async {
+        other
+            .batch_execute(
+                "BEGIN; SELECT * FROM txn_lock_probe WHERE id = 1 FOR UPDATE NOWAIT; ROLLBACK",
+            )
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(free, "the row lock outlived its client");
+    proxy.shutdown().await;
+}
