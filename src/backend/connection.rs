@@ -66,6 +66,8 @@ pub struct ServerConnection {
     /// Client settings the proxy applied on this connection since its last reset
     /// (None: the server's defaults).
     pub applied: Option<Arc<Vec<(String, String)>>>,
+    /// Named statements the proxy prepared on this connection (transaction pooling).
+    pub statements: crate::session::statements::ServerStatements,
     pub created: Instant,
 }
 
@@ -91,6 +93,7 @@ impl ServerConnection {
             broken: false,
             needs_reset: false,
             applied: None,
+            statements: Default::default(),
             created: Instant::now(),
         };
         conn.startup().await?;

@@ -27,6 +27,8 @@ pub enum FrameError {
     },
     #[error("invalid startup packet length {0}")]
     BadStartupLength(i64),
+    #[error("malformed message of type {0:?}")]
+    Malformed(char),
 }
 
 /// One complete message inside a buffer.
@@ -126,14 +128,22 @@ impl Iterator for Frames<'_> {
     }
 }
 
-/// Whether the caller forwards a frame, swallows it, or stops in front of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether the caller forwards a frame, swallows it, rewrites its head, or stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flow {
     Forward,
     /// Consume the frame without forwarding it (a reply to a hidden statement).
     Drop,
     /// Leave this frame (and everything after it) in the input.
     Stop,
+    /// Call again with more of this frame's body (at most MAX_INSPECTED_LEN is waited for).
+    NeedMore,
+    /// Send `with` instead of the frame's first `skip` bytes (header included), then the
+    /// rest of the frame as it is. `with` may hold whole messages of its own.
+    Replace {
+        skip: usize,
+        with: BytesMut,
+    },
 }
 
 /// Moves messages from an input buffer to an output buffer as their bytes arrive.
@@ -153,16 +163,16 @@ impl Streamer {
         self.remaining == 0
     }
 
-    /// Forwards what can be forwarded. `on_frame(tag, body, complete)` is called once per
-    /// message when its header has arrived. If `needs_body(tag)` and the message is at most
-    /// MAX_INSPECTED_LEN, `body` is the whole body (`complete`); otherwise it is whatever
-    /// prefix has arrived, possibly empty.
+    /// Forwards what can be forwarded. `on_frame(tag, len, body, complete)` is called once
+    /// per message (`len` counts tag and length field) when its header has arrived. If
+    /// `needs_body(tag)` and the message is at most MAX_INSPECTED_LEN, `body` is the whole
+    /// body (`complete`); otherwise it is whatever prefix has arrived, possibly empty.
     pub fn pump(
         &mut self,
         input: &mut BytesMut,
         output: &mut BytesMut,
         needs_body: impl Fn(u8) -> bool,
-        mut on_frame: impl FnMut(u8, &[u8], bool) -> Flow,
+        mut on_frame: impl FnMut(u8, usize, &[u8], bool) -> Flow,
     ) -> Result<Flow, FrameError> {
         // Forwarded bytes are copied in contiguous runs: `input[run..taken]` is pending.
         let (mut run, mut taken) = (0, 0);
@@ -182,14 +192,34 @@ impl Streamer {
                     break;
                 }
                 let available = rest.len().min(len);
-                let decision = on_frame(tag, &rest[HEADER_LEN..available], inspect);
-                if decision == Flow::Stop {
-                    flow = Flow::Stop;
-                    break;
+                let complete = inspect || available == len;
+                match on_frame(tag, len, &rest[HEADER_LEN..available], complete) {
+                    Flow::Stop => {
+                        flow = Flow::Stop;
+                        break;
+                    }
+                    Flow::NeedMore if available == len || available >= MAX_INSPECTED_LEN => {
+                        return Err(FrameError::Malformed(tag as char));
+                    }
+                    Flow::NeedMore => break,
+                    Flow::Replace { skip, with } => {
+                        if skip < HEADER_LEN || skip > available {
+                            return Err(FrameError::Malformed(tag as char));
+                        }
+                        output.extend_from_slice(&input[run..taken]);
+                        output.extend_from_slice(&with);
+                        taken += skip;
+                        run = taken;
+                        self.remaining = len - skip;
+                        self.dropping = false;
+                        continue;
+                    }
+                    decision => {
+                        self.dropping = decision == Flow::Drop;
+                        self.remaining = len - available;
+                        (available, self.dropping)
+                    }
                 }
-                self.dropping = decision == Flow::Drop;
-                self.remaining = len - available;
-                (available, self.dropping)
             };
             if dropped {
                 output.extend_from_slice(&input[run..taken]);
@@ -308,7 +338,7 @@ mod tests {
                     &mut input,
                     &mut output,
                     |t| t == b'Z',
-                    |t, body, _| {
+                    |t, _, body, _| {
                         calls.push((t, body.to_vec()));
                         if t == stop_at {
                             Flow::Stop
@@ -373,7 +403,12 @@ mod tests {
         let mut input = BytesMut::from(&[b'd', 0x3f, 0xff, 0xff, 0xf0, 1, 2, 3][..]);
         let mut output = BytesMut::new();
         streamer
-            .pump(&mut input, &mut output, |_| false, |_, _, _| Flow::Forward)
+            .pump(
+                &mut input,
+                &mut output,
+                |_| false,
+                |_, _, _, _| Flow::Forward,
+            )
             .unwrap();
         assert!(input.is_empty());
         assert_eq!(output.len(), 8);
@@ -387,7 +422,7 @@ mod tests {
                 &mut inspected,
                 &mut output,
                 |_| true,
-                |_, _, c| {
+                |_, _, _, c| {
                     complete = Some(c);
                     Flow::Forward
                 },

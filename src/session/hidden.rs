@@ -1,18 +1,9 @@
-//! Statements the proxy runs on a server connection for a client, ahead of the client's
-//! own messages; their replies are swallowed by the relay.
-
-use bytes::{BufMut, BytesMut};
+//! Statements the proxy runs on a server connection for a client before the client's own:
+//! bringing a connection that carries another client's settings to this client's.
 
 use super::params::set_config_sql;
 
-/// Encodes a simple Query message.
-pub fn query(buf: &mut BytesMut, sql: &str) {
-    buf.put_u8(b'Q');
-    // Lengths of hidden statements are tiny: a few settings.
-    buf.put_i32((sql.len() + 5) as i32);
-    buf.put_slice(sql.as_bytes());
-    buf.put_u8(0);
-}
+const RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
 
 /// The statement that turns a connection carrying `applied` settings (None: the server's
 /// defaults) into one carrying `wanted`, or None when they already match.
@@ -24,9 +15,10 @@ pub fn reconcile_settings(
         Some(applied) if applied.as_slice() == wanted => None,
         None if wanted.is_empty() => None,
         None => set_config_sql(wanted),
+        // A role survives RESET ALL: reset it first.
         Some(_) => Some(match set_config_sql(wanted) {
-            Some(set) => format!("RESET ALL; {set}"),
-            None => "RESET ALL".to_owned(),
+            Some(set) => format!("{RESET}; {set}"),
+            None => RESET.to_owned(),
         }),
     }
 }
@@ -54,18 +46,11 @@ mod tests {
         );
         assert_eq!(
             reconcile_settings(Some(&psql), &app).as_deref(),
-            Some("RESET ALL; SELECT pg_catalog.set_config(E'application_name', E'app', false)")
+            Some("SET SESSION AUTHORIZATION DEFAULT; RESET ALL; SELECT pg_catalog.set_config(E'application_name', E'app', false)")
         );
         assert_eq!(
             reconcile_settings(Some(&psql), &[]).as_deref(),
-            Some("RESET ALL")
+            Some("SET SESSION AUTHORIZATION DEFAULT; RESET ALL")
         );
-    }
-
-    #[test]
-    fn query_message_layout() {
-        let mut buf = BytesMut::new();
-        query(&mut buf, "RESET ALL");
-        assert_eq!(&buf[..], b"Q\0\0\0\x0eRESET ALL\0");
     }
 }

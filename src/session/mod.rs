@@ -9,6 +9,7 @@ mod params;
 mod relay;
 mod startup;
 pub mod state;
+pub mod statements;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,13 +16,14 @@ use tokio::sync::watch;
 use super::error::SessionError;
 use super::hidden;
 use super::state::{Event, RelayState};
+use super::statements::Statements;
 use crate::backend::cancel::{send_cancel, CancelTarget};
 use crate::backend::{CancelKey, Pool, PooledServer, ServerConnection};
 use crate::metrics;
 use crate::protocol::frame::{cstr, Flow, Streamer};
 use crate::protocol::message::{self, Backend, Frontend};
 use crate::protocol::sqlstate::class_label;
-use crate::protocol::TxStatus;
+use crate::protocol::{reply, TxStatus};
 use crate::rules::PoolMode;
 use crate::sql::effects::{self, PinReason};
 use crate::tls::{ClientReader, ClientWriter};
@@ -72,8 +73,8 @@ pub struct Relay {
     state: RelayState,
     /// Why this session keeps its server connection between transactions, if it does.
     pin: Option<PinReason>,
-    /// ReadyForQuery messages of hidden statements still to swallow.
-    hidden_ready: usize,
+    /// Named statements mapped to proxy-wide ones (transaction pooling only).
+    statements: Option<Statements>,
     /// TLS records written but not yet flushed.
     client_unflushed: bool,
     client_stream: Streamer,
@@ -99,8 +100,8 @@ impl Relay {
             server: Some(server),
             session,
             state: RelayState::default(),
+            statements: pin.is_none().then(Statements::default),
             pin,
-            hidden_ready: 0,
             client_unflushed: false,
             client_stream: Streamer::default(),
             server_stream: Streamer::default(),
@@ -117,7 +118,7 @@ impl Relay {
         self.session.cancel_key.set_target(None);
         if let Some(server) = self.server.take() {
             let mid_message = !self.server_stream.at_boundary() || !self.to_server.is_empty();
-            release(server, &self.state, mid_message || self.hidden_ready > 0).await;
+            release(server, &self.state, mid_message).await;
         }
         if let Some(reason) = self.pin.filter(|r| *r != PinReason::SessionMode) {
             metrics::unpinned(reason);
@@ -155,6 +156,7 @@ impl Relay {
         if self.take_client_frames()? == Flow::Stop {
             return Ok(End::Terminated);
         }
+        // (The server is attached at this point: the session starts with one.)
         loop {
             if self.server.is_none() && !self.to_server.is_empty() {
                 self.attach().await?;
@@ -165,6 +167,16 @@ impl Relay {
             if self.may_release() {
                 self.detach();
             }
+            tracing::trace!(
+                attached = self.server.is_some(),
+                pending = self.state.pending_ready,
+                status = ?self.state.status,
+                unsynced = self.state.unsynced,
+                from_client = self.from_client.len(),
+                to_server = self.to_server.len(),
+                settled = self.statements.as_ref().is_none_or(Statements::is_settled),
+                "relay waits"
+            );
             if shutting_down && self.is_quiet() {
                 return Ok(End::Shutdown);
             }
@@ -188,9 +200,16 @@ impl Relay {
                 {
                     match read {
                         Ok(0) | Err(_) => return Ok(End::ClientGone),
-                        Ok(_) => if self.take_client_frames()? == Flow::Stop {
-                            return Ok(End::Terminated);
-                        },
+                        Ok(_) => {
+                            // Statement names are mapped against the connection's own
+                            // statements: take one before reading the messages.
+                            if self.server.is_none() && starts_a_request(&self.from_client) {
+                                self.attach().await?;
+                            }
+                            if self.take_client_frames()? == Flow::Stop {
+                                return Ok(End::Terminated);
+                            }
+                        }
                     }
                 }
                 read = read_server(server_reader), if has_server && self.to_client.len() < HIGH_WATER => {
@@ -218,19 +237,35 @@ impl Relay {
         }
     }
 
-    /// Takes a server connection for the transaction the client is starting, and queues a
-    /// hidden statement ahead of the client's bytes if the connection's settings differ.
+    /// Takes a server connection for the transaction the client is starting, first giving
+    /// it this client's settings if it carries others.
     async fn attach(&mut self) -> Result<(), SessionError> {
         let mut server = self.session.pool.checkout().await?;
+        // Run before the client's bytes and waited for: if it fails, the client's
+        // statements must not run under another client's settings.
         if let Some(sql) =
             hidden::reconcile_settings(server.applied.as_deref(), &self.session.settings)
         {
-            let mut queued = BytesMut::with_capacity(sql.len() + 6 + self.to_server.len());
-            hidden::query(&mut queued, &sql);
-            queued.extend_from_slice(&self.to_server);
-            self.to_server = queued;
-            self.hidden_ready += 1;
-            server.applied = Some(Arc::clone(&self.session.settings));
+            match server.run_hidden(&sql).await {
+                Ok(None) => server.applied = Some(Arc::clone(&self.session.settings)),
+                Ok(Some(fields)) => {
+                    server.broken = true;
+                    return Err(SessionError::StartupParameter(fields));
+                }
+                Err(e) => {
+                    server.broken = true;
+                    return Err(e.into());
+                }
+            }
+        }
+        // Reported values that differ from what the client was told, it hears about.
+        for (name, value) in &server.params {
+            if self.session.client_params.get(name) != Some(value) {
+                reply::parameter_status(&mut self.to_client, name, value);
+                self.session
+                    .client_params
+                    .insert(name.clone(), value.clone());
+            }
         }
         self.session.cancel_key.set_target(Some(CancelTarget {
             host: server.target.host.clone(),
@@ -247,7 +282,7 @@ impl Relay {
             return false;
         };
         self.pin.is_none()
-            && self.hidden_ready == 0
+            && self.statements.as_ref().is_none_or(Statements::is_settled)
             && self.state.is_idle()
             && self.to_server.is_empty()
             && self.client_stream.at_boundary()
@@ -262,6 +297,9 @@ impl Relay {
         if let Some(mut server) = self.server.take() {
             self.session.cancel_key.set_target(None);
             server.needs_reset = false;
+        }
+        if let Some(statements) = self.statements.as_mut() {
+            statements.detached();
         }
     }
 
@@ -290,7 +328,6 @@ impl Relay {
     /// Nothing in flight in either direction and no open transaction.
     fn is_quiet(&self) -> bool {
         self.state.is_idle()
-            && self.hidden_ready == 0
             && self.from_client.is_empty()
             && self.to_server.is_empty()
             && self.to_client.is_empty()
@@ -306,14 +343,38 @@ impl Relay {
         let state = &mut self.state;
         let mut pinned = None;
         let watching = self.pin.is_none();
+        // The lexer reads strings as standard_conforming_strings = on does.
+        let backslash_strings = self
+            .session
+            .client_params
+            .get("standard_conforming_strings")
+            .is_some_and(|v| v == "off");
+        let mut statements = self
+            .statements
+            .as_mut()
+            .zip(self.server.as_deref_mut().map(|s| &mut s.statements));
+        let reads_parse = statements.is_some();
         let flow = self.client_stream.pump(
             &mut self.from_client,
             &mut self.to_server,
-            |tag| watching && matches!(Frontend::from_tag(tag), Frontend::Query | Frontend::Parse),
-            |tag, body, complete| {
+            |tag| match Frontend::from_tag(tag) {
+                Frontend::Query => watching,
+                Frontend::Parse => watching || reads_parse,
+                _ => false,
+            },
+            |tag, len, body, complete| {
                 let kind = Frontend::from_tag(tag);
                 if kind == Frontend::Terminate {
                     return Flow::Stop;
+                }
+                // Decided first: NeedMore means this message comes back with more bytes,
+                // and nothing below may happen twice.
+                let flow = match statements.as_mut() {
+                    Some((client, server)) => client.on_client(tag, len, body, complete, server),
+                    None => Flow::Forward,
+                };
+                if flow == Flow::NeedMore {
+                    return flow;
                 }
                 if matches!(
                     kind,
@@ -322,10 +383,10 @@ impl Relay {
                     metrics::get().queries.increment(1);
                 }
                 if watching && pinned.is_none() {
-                    pinned = pin_reason(kind, body, complete);
+                    pinned = pin_reason(kind, body, complete && !backslash_strings);
                 }
                 state.on_frontend(kind, now);
-                Flow::Forward
+                flow
             },
         )?;
         if let Some(reason) = pinned {
@@ -347,14 +408,15 @@ impl Relay {
             read_buf,
             params,
             status,
+            statements: server_statements,
             ..
         }) = self.server.as_deref_mut()
         else {
             return Ok(());
         };
+        let statements = &mut self.statements;
         let state = &mut self.state;
         let said_fatal = &mut self.server_said_fatal;
-        let hidden_ready = &mut self.hidden_ready;
         let client_params = &mut self.session.client_params;
         self.server_stream
             .pump(
@@ -366,10 +428,9 @@ impl Relay {
                         Backend::ReadyForQuery | Backend::ParameterStatus
                     )
                 },
-                |tag, body, complete| {
+                |tag, _len, body, complete| {
                     let kind = Backend::from_tag(tag);
                     let mut ready = None;
-                    let mut flow = Flow::Forward;
                     match kind {
                         Backend::ReadyForQuery if complete => {
                             ready = message::ready_status(body);
@@ -379,10 +440,6 @@ impl Relay {
                         }
                         Backend::ParameterStatus if complete => {
                             if let Some((name, value)) = message::parameter_status(body) {
-                                // The client hears of a change only if it is news to it.
-                                if client_params.get(&name) == Some(&value) && *hidden_ready > 0 {
-                                    flow = Flow::Drop;
-                                }
                                 client_params.insert(name.clone(), value.clone());
                                 params.insert(name, value);
                             }
@@ -391,25 +448,13 @@ impl Relay {
                             metrics::error(class_label(message::error_code(body)));
                             *said_fatal =
                                 body.starts_with(b"SFATAL\0") || body.starts_with(b"SPANIC\0");
-                            if *hidden_ready > 0 {
-                                tracing::warn!(
-                                    code = %String::from_utf8_lossy(message::error_code(body)),
-                                    "hidden statement failed"
-                                );
-                            }
                         }
                         _ => {}
                     }
-                    if *hidden_ready > 0 {
-                        if kind == Backend::ReadyForQuery {
-                            *hidden_ready -= 1;
-                        }
-                        return if kind == Backend::ParameterStatus {
-                            flow
-                        } else {
-                            Flow::Drop
-                        };
-                    }
+                    let flow = match statements.as_mut() {
+                        Some(statements) => statements.on_server(tag, server_statements),
+                        None => Flow::Forward,
+                    };
                     if let Event::TransactionEnded(duration) = state.on_backend(kind, ready, now) {
                         let m = metrics::get();
                         m.transactions.increment(1);
@@ -438,7 +483,7 @@ impl Relay {
                 return;
             }
         }
-        while self.state.pending_ready > 0 || self.hidden_ready > 0 {
+        while self.state.pending_ready > 0 {
             let Some(conn) = self.server.as_deref_mut() else {
                 return;
             };
@@ -468,16 +513,20 @@ impl Relay {
 fn pin_reason(kind: Frontend, body: &[u8], complete: bool) -> Option<PinReason> {
     match kind {
         Frontend::Query | Frontend::Parse if !complete => Some(PinReason::Unreadable),
+        // Fast-path calls by OID: set_config and advisory locks may hide behind one.
+        Frontend::FunctionCall => Some(PinReason::Unreadable),
         Frontend::Query => effects::pins(cstr(body).map_or(body, |(sql, _)| sql)),
         Frontend::Parse => {
-            let (name, rest) = cstr(body)?;
-            if !name.is_empty() {
-                return Some(PinReason::NamedStatement);
-            }
+            let (_, rest) = cstr(body)?;
             effects::pins(cstr(rest).map_or(rest, |(sql, _)| sql))
         }
         _ => None,
     }
+}
+
+/// The client has sent (the start of) a message that needs a server connection.
+fn starts_a_request(buf: &[u8]) -> bool {
+    buf.len() >= 5 && Frontend::from_tag(buf[0]) != Frontend::Terminate
 }
 
 async fn read_server(
@@ -550,5 +599,6 @@ async fn reset(server: &mut ServerConnection) -> bool {
         && server.status == TxStatus::Idle;
     server.needs_reset = !clean;
     server.applied = None;
+    server.statements.clear();
     clean
 }

@@ -6,8 +6,6 @@ use super::lex::{Lexer, Token};
 /// Why a session is pinned to its server connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PinReason {
-    /// A protocol-level named prepared statement.
-    NamedStatement,
     /// SET, RESET, set_config(…, false), SET ROLE/SESSION AUTHORIZATION, DISCARD.
     Setting,
     /// A temporary table, view or sequence.
@@ -31,7 +29,6 @@ impl PinReason {
     /// A metric label.
     pub fn as_str(self) -> &'static str {
         match self {
-            PinReason::NamedStatement => "named_statement",
             PinReason::Setting => "setting",
             PinReason::TemporaryObject => "temporary_object",
             PinReason::AdvisoryLock => "advisory_lock",
@@ -86,6 +83,10 @@ fn statement_pins(tokens: &[Token]) -> Option<PinReason> {
     }
     if first.is_word("load") {
         return Some(PinReason::Load);
+    }
+    // A DO block's body is a string: whatever it does is out of sight.
+    if first.is_word("do") {
+        return Some(PinReason::Unreadable);
     }
     if first.is_word("declare")
         && tokens
@@ -182,6 +183,10 @@ mod tests {
             ("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1", None),
             ("PREPARE q AS SELECT 1", Some(PinReason::SqlPrepare)),
             ("LOAD 'auto_explain'", Some(PinReason::Load)),
+            (
+                "DO $$ BEGIN PERFORM pg_advisory_lock(1); END $$",
+                Some(PinReason::Unreadable),
+            ),
             ("SELECT 'SET x = 1; LISTEN y; CREATE TEMP TABLE z'", None),
             ("SELECT 1; SET a = 1", Some(PinReason::Setting)),
             ("/* SET a = 1 */ SELECT 1 -- LISTEN x", None),

@@ -6,6 +6,7 @@ mod drivers;
 mod edges;
 mod lifecycle;
 mod limits;
+mod prepared;
 mod psql;
 mod security;
 mod support;

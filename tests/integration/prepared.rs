@@ -1,0 +1,264 @@
+//! Named prepared statements under transaction pooling: mapped to proxy-wide names and
+//! prepared on whichever server connection a transaction lands on, never pinning.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{
+    connect, server_sessions, ProxyBuilder, TestProxy, DATABASE, TRUST_USER, TXN_PROBE,
+};
+
+async fn transaction_proxy(pool_size: u32) -> TestProxy {
+    ProxyBuilder::default()
+        .pool_mode("transaction")
+        .pool_size(pool_size)
+        .checkout_timeout("20s")
+        .start()
+        .await
+}
+
+fn probe_conn(proxy: &TestProxy) -> String {
+    let (user, password, _) = TXN_PROBE;
+    proxy.conn_string(user, password)
+}
+
+#[tokio::test]
+async fn pgbench_prepared_fifty_clients_on_five_connections() {
+    let proxy = transaction_proxy(5).await;
+    let port = proxy.port();
+    tokio::task::spawn_blocking(move || {
+        let bench = |args: &[&str]| {
+            let output = std::process::Command::new(crate::support::bin("pgbench"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    crate::support::APP_USER,
+                ])
+                .args(args)
+                .arg(crate::support::DATABASE)
+                .env("PGPASSWORD", crate::support::APP_PASSWORD)
+                .output()
+                .expect("pgbench");
+            let text = String::from_utf8_lossy(&output.stdout).to_string()
+                + &String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{args:?}:\n{text}");
+            text
+        };
+        bench(&["-i", "-s", "1", "-q"]);
+        // One thread per client: pgbench prepares with a blocking PQprepare, so a thread
+        // serving several clients would stall them all while one waits for a connection
+        // the others hold (a client-side deadlock any transaction pooler shares).
+        let report = bench(&["-M", "prepared", "-c", "50", "-j", "50", "-T", "4", "-n"]);
+        assert!(
+            report.contains("number of failed transactions: 0"),
+            "{report}"
+        );
+    })
+    .await
+    .expect("pgbench task");
+    proxy.shutdown().await;
+}
+
+/// 200 clients, 10 server connections, statements prepared once per client and reused
+/// across transactions that land on any connection.
+#[tokio::test]
+async fn prepared_statements_reused_across_connections() {
+    let proxy = transaction_proxy(10).await;
+    let conn = probe_conn(&proxy);
+    let mut tasks = Vec::new();
+    for i in 0..200i32 {
+        let conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&conn).await;
+            let double = client
+                .prepare("SELECT $1::int4 * 2")
+                .await
+                .expect("prepare");
+            let echo = client
+                .prepare(&format!("SELECT $1::text || '-{}'", i % 7))
+                .await
+                .expect("prepare echo");
+            for round in 0..5i32 {
+                let row = client
+                    .query_one(&double, &[&(i + round)])
+                    .await
+                    .expect("double");
+                assert_eq!(row.get::<_, i32>(0), (i + round) * 2);
+                let row = client.query_one(&echo, &[&"x"]).await.expect("echo");
+                assert_eq!(row.get::<_, String>(0), format!("x-{}", i % 7));
+                // Pipelined: several executions in flight at once.
+                let (a, b) = tokio::join!(
+                    client.query_one(&double, &[&1i32]),
+                    client.query_one(&double, &[&2i32])
+                );
+                assert_eq!(
+                    (
+                        a.expect("a").get::<_, i32>(0),
+                        b.expect("b").get::<_, i32>(0)
+                    ),
+                    (2, 4)
+                );
+            }
+            client
+        }));
+    }
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(task.await.expect("client"));
+    }
+    let (user, _, _) = TXN_PROBE;
+    assert!(
+        server_sessions(user).await <= 10,
+        "more server connections than the pool"
+    );
+    drop(clients);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn statement_lifecycle_edges() {
+    let proxy = transaction_proxy(2).await;
+    let mut client = connect(&probe_conn(&proxy)).await;
+    // Prepared inside a transaction that rolls back: protocol statements survive it.
+    let tx = client.transaction().await.expect("begin");
+    let stmt = tx
+        .prepare("SELECT $1::int8 + 1")
+        .await
+        .expect("prepare in tx");
+    tx.rollback().await.expect("rollback");
+    let row = client
+        .query_one(&stmt, &[&41i64])
+        .await
+        .expect("after rollback");
+    assert_eq!(row.get::<_, i64>(0), 42);
+    // A statement that fails to prepare leaves the session usable.
+    let err = client
+        .prepare("SELEC broken")
+        .await
+        .expect_err("syntax error");
+    assert_eq!(err.code().map(|c| c.code()), Some("42601"));
+    let row = client
+        .query_one(&stmt, &[&1i64])
+        .await
+        .expect("still works");
+    assert_eq!(row.get::<_, i64>(0), 2);
+    // Closing (dropping) a statement and preparing it again.
+    drop(stmt);
+    let again = client
+        .prepare("SELECT $1::int8 + 1")
+        .await
+        .expect("prepare again");
+    let row = client.query_one(&again, &[&9i64]).await.expect("again");
+    assert_eq!(row.get::<_, i64>(0), 10);
+    // Other clients on the two connections meanwhile.
+    for _ in 0..5 {
+        let other = connect(&probe_conn(&proxy)).await;
+        let s = other
+            .prepare("SELECT $1::int8 + 1")
+            .await
+            .expect("other prepare");
+        assert_eq!(
+            other
+                .query_one(&s, &[&0i64])
+                .await
+                .expect("other")
+                .get::<_, i64>(0),
+            1
+        );
+    }
+    let row = client
+        .query_one(&again, &[&99i64])
+        .await
+        .expect("after others");
+    assert_eq!(row.get::<_, i64>(0), 100);
+    proxy.shutdown().await;
+}
+
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// Logs in over a raw socket as the trust user and waits for ReadyForQuery.
+async fn raw_login(proxy: &TestProxy) -> TcpStream {
+    let mut body = 0x0003_0000i32.to_be_bytes().to_vec();
+    for (k, v) in [("user", TRUST_USER), ("database", DATABASE)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend(body);
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream.write_all(&packet).await.expect("startup");
+    read_until_ready(&mut stream).await;
+    stream
+}
+
+async fn read_until_ready(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !(got.len() >= 6 && got[got.len() - 6] == b'Z') {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// A client's unnamed statement stays on the server connection after its transaction;
+/// another client binding "the unnamed statement" must get PostgreSQL's error, never the
+/// first client's query.
+#[tokio::test]
+async fn unnamed_statements_never_cross_clients() {
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .pool_size(1)
+        .start()
+        .await;
+    let mut a = raw_login(&proxy).await;
+    let mut parse = b"\0SELECT 'secret of a'\0\0\0".to_vec();
+    let mut batch = message(b'P', &parse);
+    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    a.write_all(&batch).await.expect("a");
+    let reply = read_until_ready(&mut a).await;
+    assert!(String::from_utf8_lossy(&reply).contains("secret of a"));
+    let mut b = raw_login(&proxy).await;
+    let mut batch = message(b'B', b"\0\0\0\0\0\0\0\0");
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    b.write_all(&batch).await.expect("b");
+    let reply = String::from_utf8_lossy(&read_until_ready(&mut b).await).into_owned();
+    assert!(
+        !reply.contains("secret of a"),
+        "B ran A's statement: {reply:?}"
+    );
+    assert!(
+        reply.contains("C26000"),
+        "expected 26000 (does not exist): {reply:?}"
+    );
+    // B's own unnamed statements work as usual.
+    parse = b"\0SELECT 'b here'\0\0\0".to_vec();
+    let mut batch = message(b'P', &parse);
+    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    b.write_all(&batch).await.expect("b own");
+    let reply = String::from_utf8_lossy(&read_until_ready(&mut b).await).into_owned();
+    assert!(reply.contains("b here"), "{reply:?}");
+    proxy.shutdown().await;
+}
