@@ -225,13 +225,34 @@ impl ServerConnection {
     /// Returns the first error the server reported, if any.
     pub async fn run_hidden(&mut self, sql: &str) -> Result<Option<ErrorFields>, BackendError> {
         self.send(|b| frontend::query(sql, b)).await?;
-        self.finish_hidden(1).await
+        self.finish_hidden(1, |_| {}).await
+    }
+
+    /// Runs a hidden query returning two text columns; the rows, or the server's error.
+    pub async fn fetch_pairs(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<Vec<(String, String)>, ErrorFields>, BackendError> {
+        self.send(|b| frontend::query(sql, b)).await?;
+        let mut rows = Vec::new();
+        let error = self
+            .finish_hidden(1, |row| {
+                if let [Some(a), Some(b)] = message::data_row_texts::<2>(row) {
+                    rows.push((a, b));
+                }
+            })
+            .await?;
+        Ok(match error {
+            Some(fields) => Err(fields),
+            None => Ok(rows),
+        })
     }
 
     /// Reads and discards replies until `ready` ReadyForQuery messages have arrived.
     pub async fn finish_hidden(
         &mut self,
         mut ready: usize,
+        mut on_row: impl FnMut(&[u8]),
     ) -> Result<Option<ErrorFields>, BackendError> {
         let mut first_error = None;
         while ready > 0 {
@@ -256,6 +277,7 @@ impl ServerConnection {
                     ready -= 1;
                 }
                 Backend::ParameterStatus => self.observe_parameter(body),
+                Backend::Other(b'D') => on_row(body),
                 Backend::ErrorResponse if first_error.is_none() => {
                     first_error = Some(message::error_fields(body));
                 }

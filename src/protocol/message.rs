@@ -109,6 +109,28 @@ pub fn parameter_status(body: &[u8]) -> Option<(String, String)> {
     ))
 }
 
+/// The first `N` columns of a DataRow body as text (None for NULL or missing).
+pub fn data_row_texts<const N: usize>(body: &[u8]) -> [Option<String>; N] {
+    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
+    let mut rest = body.get(2..).unwrap_or_default();
+    for slot in out.iter_mut() {
+        let Some((len, after)) = rest.split_first_chunk::<4>() else {
+            break;
+        };
+        let len = i32::from_be_bytes(*len);
+        if len < 0 {
+            rest = after;
+            continue;
+        }
+        let Some(value) = after.get(..len as usize) else {
+            break;
+        };
+        *slot = Some(String::from_utf8_lossy(value).into_owned());
+        rest = &after[len as usize..];
+    }
+    out
+}
+
 /// The fields of an ErrorResponse/NoticeResponse body we care about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErrorFields {
@@ -178,6 +200,16 @@ mod tests {
         );
         assert_eq!(error_code(body), b"42P01");
         assert_eq!(error_code(b"SERROR\0"), b"");
+    }
+
+    #[test]
+    fn data_row_columns() {
+        let body = b"\0\x03\0\0\0\x02ab\xff\xff\xff\xff\0\0\0\x01c";
+        assert_eq!(
+            data_row_texts::<3>(body),
+            [Some("ab".to_owned()), None, Some("c".to_owned())]
+        );
+        assert_eq!(data_row_texts::<2>(b"\0\x01\0\0\0\x09ab"), [None, None]);
     }
 
     #[test]

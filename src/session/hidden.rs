@@ -1,7 +1,41 @@
 //! Statements the proxy runs on a server connection for a client before the client's own:
 //! bringing a connection that carries another client's settings to this client's.
 
-use super::params::set_config_sql;
+use std::collections::BTreeSet;
+
+use super::params::{literal, set_config_sql};
+
+/// The session's own settings, as the server has them now: what a client set, reset or
+/// set_config'd. Neither role nor custom (dotted) settings are listed in pg_settings: those
+/// are asked for by name.
+pub fn session_settings_sql(custom: &BTreeSet<String>) -> String {
+    let mut sql = String::from(
+        "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' \
+         UNION ALL SELECT 'role', pg_catalog.current_setting('role') \
+         WHERE pg_catalog.current_setting('role') <> 'none'",
+    );
+    if !custom.is_empty() {
+        let names: Vec<String> = custom.iter().map(|n| literal(n)).collect();
+        sql.push_str(&format!(
+            " UNION ALL SELECT n, pg_catalog.current_setting(n, true) \
+             FROM pg_catalog.unnest(ARRAY[{}]::text[]) AS n \
+             WHERE pg_catalog.current_setting(n, true) IS NOT NULL",
+            names.join(", ")
+        ));
+    }
+    sql.push_str(" ORDER BY 1");
+    sql
+}
+
+/// Session state that keeps a session pinned, counted by kind.
+pub const SESSION_STATE: &str = "SELECT 'temporary objects', count(*)::text \
+     FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema() \
+     UNION ALL SELECT 'advisory locks', count(*)::text FROM pg_catalog.pg_locks \
+     WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() \
+     UNION ALL SELECT 'listen', count(*)::text FROM pg_catalog.pg_listening_channels() \
+     UNION ALL SELECT 'cursors', count(*)::text FROM pg_catalog.pg_cursors WHERE is_holdable \
+     UNION ALL SELECT 'prepared', count(*)::text FROM pg_catalog.pg_prepared_statements \
+     WHERE from_sql";
 
 const RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
 

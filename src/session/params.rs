@@ -103,7 +103,7 @@ pub fn set_config_sql(settings: &[(String, String)]) -> Option<String> {
 }
 
 /// An escape-string literal: correct whatever standard_conforming_strings says.
-fn literal(s: &str) -> String {
+pub(super) fn literal(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 3);
     out.push_str("E'");
     for c in s.chars() {

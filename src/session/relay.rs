@@ -3,7 +3,7 @@
 //! small messages) are read. In transaction pooling the server connection is taken from
 //! the pool when a transaction starts and given back when it ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use crate::protocol::message::{self, Backend, Frontend};
 use crate::protocol::sqlstate::class_label;
 use crate::protocol::{reply, TxStatus};
 use crate::rules::PoolMode;
-use crate::sql::effects::{self, PinReason};
+use crate::sql::effects::{self, Effects, PinReason};
 use crate::tls::{ClientReader, ClientWriter};
 
 /// Stop reading a side while this much is waiting to be written to the other.
@@ -75,6 +75,12 @@ pub struct Relay {
     pin: Option<PinReason>,
     /// Named statements mapped to proxy-wide ones (transaction pooling only).
     statements: Option<Statements>,
+    /// Settings may have changed in this transaction: read them back before releasing.
+    settings_changed: bool,
+    /// Custom settings the client named: read back by name.
+    custom_settings: BTreeSet<String>,
+    /// Session state may have been removed in this transaction: check before releasing.
+    may_unpin: bool,
     /// TLS records written but not yet flushed.
     client_unflushed: bool,
     client_stream: Streamer,
@@ -101,6 +107,9 @@ impl Relay {
             session,
             state: RelayState::default(),
             statements: pin.is_none().then(Statements::default),
+            settings_changed: false,
+            custom_settings: BTreeSet::new(),
+            may_unpin: false,
             pin,
             client_unflushed: false,
             client_stream: Streamer::default(),
@@ -164,7 +173,13 @@ impl Relay {
             if let Some(end) = self.write_ahead() {
                 return Ok(end);
             }
+            if self.transaction_over() && self.may_unpin {
+                self.check_unpin().await?;
+            }
             if self.may_release() {
+                if self.settings_changed {
+                    self.capture_settings().await?;
+                }
                 self.detach();
             }
             tracing::trace!(
@@ -278,17 +293,78 @@ impl Relay {
 
     /// Transaction pooling: the transaction is over and nothing is in flight.
     fn may_release(&self) -> bool {
+        self.pin.is_none() && self.transaction_over()
+    }
+
+    /// Transaction pooling, held connection: no transaction open, nothing in flight.
+    fn transaction_over(&self) -> bool {
         let Some(server) = self.server.as_deref() else {
             return false;
         };
-        self.pin.is_none()
-            && self.statements.as_ref().is_none_or(Statements::is_settled)
+        self.statements.as_ref().is_none_or(Statements::is_settled)
             && self.state.is_idle()
             && self.to_server.is_empty()
             && self.client_stream.at_boundary()
             && self.server_stream.at_boundary()
             && server.read_buf.is_empty()
             && server.status == TxStatus::Idle
+    }
+
+    /// Reads the session's settings back from the server (after SET, RESET, set_config):
+    /// they become this client's settings, replayed on whatever connection it gets next.
+    /// Reading what took effect covers rolled-back SETs, SET LOCAL and RESET alike.
+    async fn capture_settings(&mut self) -> Result<(), SessionError> {
+        let Some(server) = self.server.as_deref_mut() else {
+            return Ok(());
+        };
+        let sql = hidden::session_settings_sql(&self.custom_settings);
+        match server.fetch_pairs(&sql).await {
+            Ok(Ok(settings)) => {
+                let settings = Arc::new(settings);
+                server.applied = Some(Arc::clone(&settings));
+                self.session.settings = settings;
+                self.settings_changed = false;
+                Ok(())
+            }
+            Ok(Err(fields)) => {
+                server.broken = true;
+                Err(SessionError::StartupParameter(fields))
+            }
+            Err(e) => {
+                server.broken = true;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A pinned session whose transaction may have removed its session state: if none is
+    /// left on the server (temporary objects, advisory locks, LISTEN, held cursors, SQL
+    /// prepared statements), it no longer needs its connection.
+    async fn check_unpin(&mut self) -> Result<(), SessionError> {
+        self.may_unpin = false;
+        let Some(reason) = self.pin.filter(|r| r.is_state()) else {
+            return Ok(());
+        };
+        let Some(server) = self.server.as_deref_mut() else {
+            return Ok(());
+        };
+        match server.fetch_pairs(hidden::SESSION_STATE).await {
+            Ok(Ok(rows)) if rows.iter().all(|(_, count)| count == "0") => {
+                tracing::debug!(reason = reason.as_str(), "session state gone: unpinned");
+                metrics::unpinned(reason);
+                self.pin = None;
+                Ok(())
+            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(fields)) => {
+                server.broken = true;
+                Err(SessionError::StartupParameter(fields))
+            }
+            Err(e) => {
+                server.broken = true;
+                Err(e.into())
+            }
+        }
     }
 
     /// Gives the server connection back to the pool as it is: its settings are tracked in
@@ -342,7 +418,10 @@ impl Relay {
         let now = Instant::now();
         let state = &mut self.state;
         let mut pinned = None;
-        let watching = self.pin.is_none();
+        let mut effects = Effects::default();
+        // Transaction pooling reads every statement (a pinned session may be freed later and
+        // must know its settings); session pooling reads none.
+        let watching = self.statements.is_some();
         // The lexer reads strings as standard_conforming_strings = on does.
         let backslash_strings = self
             .session
@@ -382,14 +461,27 @@ impl Relay {
                 ) {
                     metrics::get().queries.increment(1);
                 }
-                if watching && pinned.is_none() {
-                    pinned = pin_reason(kind, body, complete && !backslash_strings);
+                if watching {
+                    let found = statement_effects(kind, body, complete && !backslash_strings);
+                    pinned = pinned.or(found.pin);
+                    effects.settings |= found.settings;
+                    effects.may_clear |= found.may_clear;
+                    effects.custom_settings.extend(found.custom_settings);
+                    if found.drops_statements {
+                        if let Some((client, server)) = statements.as_mut() {
+                            client.forget_all();
+                            server.clear();
+                        }
+                    }
                 }
                 state.on_frontend(kind, now);
                 flow
             },
         )?;
-        if let Some(reason) = pinned {
+        self.settings_changed |= effects.settings;
+        self.custom_settings.extend(effects.custom_settings);
+        self.may_unpin |= effects.may_clear;
+        if let (Some(reason), None) = (pinned, self.pin) {
             tracing::debug!(
                 reason = reason.as_str(),
                 "session pinned to its server connection"
@@ -509,18 +601,22 @@ impl Relay {
     }
 }
 
-/// Why a client message pins the session, if it does.
-fn pin_reason(kind: Frontend, body: &[u8], complete: bool) -> Option<PinReason> {
+/// What a client message does to the session beyond its transaction.
+fn statement_effects(kind: Frontend, body: &[u8], complete: bool) -> Effects {
+    let unreadable = Effects {
+        pin: Some(PinReason::Unreadable),
+        ..Effects::default()
+    };
     match kind {
-        Frontend::Query | Frontend::Parse if !complete => Some(PinReason::Unreadable),
+        Frontend::Query | Frontend::Parse if !complete => unreadable,
         // Fast-path calls by OID: set_config and advisory locks may hide behind one.
-        Frontend::FunctionCall => Some(PinReason::Unreadable),
-        Frontend::Query => effects::pins(cstr(body).map_or(body, |(sql, _)| sql)),
-        Frontend::Parse => {
-            let (_, rest) = cstr(body)?;
-            effects::pins(cstr(rest).map_or(rest, |(sql, _)| sql))
-        }
-        _ => None,
+        Frontend::FunctionCall => unreadable,
+        Frontend::Query => effects::effects(cstr(body).map_or(body, |(sql, _)| sql)),
+        Frontend::Parse => match cstr(body) {
+            Some((_, rest)) => effects::effects(cstr(rest).map_or(rest, |(sql, _)| sql)),
+            None => Effects::default(),
+        },
+        _ => Effects::default(),
     }
 }
 

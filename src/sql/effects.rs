@@ -26,6 +26,18 @@ pub enum PinReason {
 }
 
 impl PinReason {
+    /// State on the server that a query can see go away (and the pin with it).
+    pub fn is_state(self) -> bool {
+        matches!(
+            self,
+            PinReason::TemporaryObject
+                | PinReason::AdvisoryLock
+                | PinReason::Listen
+                | PinReason::HoldCursor
+                | PinReason::SqlPrepare
+        )
+    }
+
     /// A metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,29 +62,137 @@ const ADVISORY_LOCKS: &[&str] = &[
     "pg_try_advisory_lock_shared",
 ];
 
+/// What one or more statements do beyond their transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Effects {
+    /// The first reason the session must keep its server connection, if any.
+    pub pin: Option<PinReason>,
+    /// Run-time settings may have changed (SET, RESET, set_config): the proxy reads them
+    /// back from the server after the transaction and carries them to later connections.
+    pub settings: bool,
+    /// Session state may have been removed (DROP, UNLISTEN, CLOSE, DEALLOCATE, DISCARD,
+    /// advisory unlocks): a pinned session may be free again.
+    pub may_clear: bool,
+    /// DISCARD ALL or DEALLOCATE ALL: every prepared statement on the connection is gone.
+    pub drops_statements: bool,
+    /// Custom (dotted) settings named by SET or set_config: the server does not list them,
+    /// so the proxy must ask for them by name.
+    pub custom_settings: Vec<String>,
+}
+
 /// The first reason, if any, why `sql` (one or more statements) pins a session.
-/// Errs on the side of pinning: a false positive costs pooling, a miss leaks state.
 pub fn pins(sql: &[u8]) -> Option<PinReason> {
+    effects(sql).pin
+}
+
+/// What `sql` does to the session. Errs on the side of pinning: a false positive costs
+/// pooling, a miss leaks state.
+pub fn effects(sql: &[u8]) -> Effects {
     let tokens: Vec<Token> = Lexer::new(sql).collect();
-    tokens
-        .split(|t| *t == Token::Semicolon)
-        .find_map(statement_pins)
+    let mut effects = Effects::default();
+    for statement in tokens.split(|t| *t == Token::Semicolon) {
+        effects.settings |= changes_settings(statement);
+        effects.may_clear |= clears_state(statement);
+        effects.drops_statements |= drops_statements(statement);
+        custom_settings(statement, &mut effects.custom_settings);
+        if effects.pin.is_none() {
+            effects.pin = statement_pins(statement);
+        }
+    }
+    effects
+}
+
+fn clears_state(tokens: &[Token]) -> bool {
+    let Some(first) = tokens.first() else {
+        return false;
+    };
+    ["drop", "unlisten", "close", "deallocate", "discard"]
+        .iter()
+        .any(|k| first.is_word(k))
+        || tokens.iter().any(|t| {
+            t.name().is_some_and(|n| {
+                // pg_advisory_unlock, _shared, _all
+                n.len() >= 18 && n[..18].eq_ignore_ascii_case(b"pg_advisory_unlock")
+            })
+        })
+}
+
+/// `SET [SESSION] a.b ...`, `RESET a.b`, `set_config('a.b', ...)`.
+fn custom_settings(tokens: &[Token], out: &mut Vec<String>) {
+    let word_at = |i: usize| match tokens.get(i) {
+        Some(Token::Word(w)) | Some(Token::QuotedIdent(w)) => Some(*w),
+        _ => None,
+    };
+    if tokens
+        .first()
+        .is_some_and(|t| t.is_word("set") || t.is_word("reset"))
+    {
+        let start = if tokens.get(1).is_some_and(|t| t.is_word("session")) {
+            2
+        } else {
+            1
+        };
+        if let (Some(a), Some(Token::Symbol(b'.')), Some(b)) =
+            (word_at(start), tokens.get(start + 1), word_at(start + 2))
+        {
+            out.push(format!(
+                "{}.{}",
+                String::from_utf8_lossy(a),
+                String::from_utf8_lossy(b)
+            ));
+        }
+    }
+    for window in tokens.windows(3) {
+        if let [name, Token::Symbol(b'('), Token::Str(setting)] = window {
+            if name
+                .name()
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"set_config"))
+                && setting.contains(&b'.')
+                && !setting.contains(&b'\'')
+            {
+                out.push(String::from_utf8_lossy(setting).into_owned());
+            }
+        }
+    }
+}
+
+fn drops_statements(tokens: &[Token]) -> bool {
+    let first = tokens.first();
+    let second = tokens.get(1);
+    let word = |t: Option<&Token>, k: &str| t.is_some_and(|t| t.is_word(k));
+    (word(first, "discard") && word(second, "all"))
+        || (word(first, "deallocate")
+            && (word(second, "all") || word(second, "prepare") && word(tokens.get(2), "all")))
+}
+
+fn changes_settings(tokens: &[Token]) -> bool {
+    let Some(first) = tokens.first() else {
+        return false;
+    };
+    let second = tokens.get(1);
+    let word = |t: Option<&Token>, k: &str| t.is_some_and(|t| t.is_word(k));
+    // SET LOCAL, SET TRANSACTION and SET CONSTRAINTS end with the transaction.
+    let scoped = ["local", "transaction", "constraints"]
+        .iter()
+        .any(|k| word(second, k));
+    (first.is_word("set") && !scoped)
+        || first.is_word("reset")
+        || first.is_word("discard")
+        || tokens.iter().any(|t| {
+            t.name()
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"set_config"))
+        })
 }
 
 fn statement_pins(tokens: &[Token]) -> Option<PinReason> {
     let first = tokens.first()?;
     let second = tokens.get(1);
+    let third = tokens.get(2);
     let word = |t: Option<&Token>, k: &str| t.is_some_and(|t| t.is_word(k));
-    if first.is_word("set") {
-        // SET LOCAL, SET TRANSACTION and SET CONSTRAINTS end with the transaction.
-        let scoped = ["local", "transaction", "constraints"]
-            .iter()
-            .any(|k| word(second, k));
-        if !scoped {
-            return Some(PinReason::Setting);
-        }
-    }
-    if first.is_word("reset") || first.is_word("discard") {
+    let authorization = (first.is_word("set") || first.is_word("reset"))
+        && (word(second, "session") && word(third, "authorization")
+            || word(second, "session_authorization"));
+    if authorization {
         return Some(PinReason::Setting);
     }
     if first.is_word("listen") {
@@ -114,8 +234,6 @@ fn statement_pins(tokens: &[Token]) -> Option<PinReason> {
             Some(PinReason::TemporaryObject)
         } else if ADVISORY_LOCKS.iter().any(|f| is(f)) {
             Some(PinReason::AdvisoryLock)
-        } else if is("set_config") {
-            Some(PinReason::Setting)
         } else {
             None
         }
@@ -127,27 +245,72 @@ mod tests {
     use super::*;
 
     #[test]
+    fn statements_that_change_settings() {
+        let cases: &[(&str, bool)] = &[
+            ("SET search_path = a, b", true),
+            ("set statement_timeout to 5000", true),
+            ("SET ROLE bob", true),
+            ("RESET ALL", true),
+            ("SELECT 1; RESET work_mem", true),
+            ("SELECT set_config('app.x', '1', false)", true),
+            ("SELECT pg_catalog.set_config('app.x', '1', true)", true),
+            ("SET LOCAL statement_timeout = 1", false),
+            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", false),
+            ("SET CONSTRAINTS ALL DEFERRED", false),
+            ("UPDATE t SET x = 1", false),
+            ("SELECT 'set x = 1'", false),
+        ];
+        for (sql, want) in cases {
+            let got = effects(sql.as_bytes());
+            assert_eq!(got.settings, *want, "{sql}");
+            assert_eq!(got.pin, None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn custom_setting_names_are_collected() {
+        let got = effects(
+            b"SET app.tenant = 'x'; SET SESSION My.Thing TO 1; SELECT set_config('app.user', '7', false); SET search_path = a; RESET app.other",
+        );
+        assert_eq!(
+            got.custom_settings,
+            vec!["app.tenant", "My.Thing", "app.user", "app.other"]
+        );
+    }
+
+    #[test]
+    fn statements_that_may_clear_state() {
+        let cases: &[(&str, bool, bool)] = &[
+            ("DROP TABLE scratch", true, false),
+            ("UNLISTEN *", true, false),
+            ("SELECT pg_advisory_unlock(1)", true, false),
+            ("SELECT pg_advisory_unlock_all()", true, false),
+            ("CLOSE c", true, false),
+            ("DISCARD ALL", true, true),
+            ("DEALLOCATE ALL", true, true),
+            ("DEALLOCATE PREPARE ALL", true, true),
+            ("DEALLOCATE q", true, false),
+            ("SELECT 1", false, false),
+        ];
+        for (sql, clears, drops) in cases {
+            let got = effects(sql.as_bytes());
+            assert_eq!(
+                (got.may_clear, got.drops_statements),
+                (*clears, *drops),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
     fn statements_that_pin() {
         let cases: &[(&str, Option<PinReason>)] = &[
             ("SELECT 1", None),
             ("UPDATE t SET x = 1 WHERE id = 2", None),
-            ("SET search_path = a, b", Some(PinReason::Setting)),
-            ("set statement_timeout to 5000", Some(PinReason::Setting)),
-            ("SET LOCAL statement_timeout = 1", None),
-            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", None),
-            ("SET CONSTRAINTS ALL DEFERRED", None),
+            ("SET search_path = a, b", None),
             ("SET SESSION AUTHORIZATION bob", Some(PinReason::Setting)),
-            ("SET ROLE bob", Some(PinReason::Setting)),
-            ("RESET ALL", Some(PinReason::Setting)),
-            ("DISCARD ALL", Some(PinReason::Setting)),
-            (
-                "SELECT set_config('app.x', '1', false)",
-                Some(PinReason::Setting),
-            ),
-            (
-                "SELECT pg_catalog.set_config('app.x', '1', true)",
-                Some(PinReason::Setting),
-            ),
+            ("RESET SESSION AUTHORIZATION", Some(PinReason::Setting)),
+            ("DISCARD ALL", None),
             (
                 "CREATE TEMP TABLE t (x int)",
                 Some(PinReason::TemporaryObject),
@@ -188,7 +351,10 @@ mod tests {
                 Some(PinReason::Unreadable),
             ),
             ("SELECT 'SET x = 1; LISTEN y; CREATE TEMP TABLE z'", None),
-            ("SELECT 1; SET a = 1", Some(PinReason::Setting)),
+            (
+                "SELECT 1; SET SESSION AUTHORIZATION DEFAULT",
+                Some(PinReason::Setting),
+            ),
             ("/* SET a = 1 */ SELECT 1 -- LISTEN x", None),
             ("BEGIN; SELECT 1; COMMIT", None),
         ];

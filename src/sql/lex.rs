@@ -9,7 +9,9 @@ pub enum Token<'a> {
     Word(&'a [u8]),
     /// A double-quoted identifier, without its quotes (doubled quotes left as they are).
     QuotedIdent(&'a [u8]),
-    /// A string, number, bit string or parameter (`$1`).
+    /// A plain '...' string, without its quotes (doubled quotes left as they are).
+    Str(&'a [u8]),
+    /// Any other string, a number, bit string or parameter (`$1`).
     Literal,
     /// `;`, ending a statement.
     Semicolon,
@@ -134,8 +136,10 @@ impl<'a> Iterator for Lexer<'a> {
         let next = self.peek(1);
         let token = match c {
             b'\'' => {
+                let start = self.pos + 1;
                 self.skip_quoted(b'\'', false);
-                Token::Literal
+                let end = self.pos.saturating_sub(1).max(start);
+                Token::Str(&self.sql[start..end])
             }
             b'"' => {
                 let start = self.pos + 1;
@@ -209,7 +213,7 @@ mod tests {
             .map(|t| match t {
                 Token::Word(w) => String::from_utf8_lossy(w).to_lowercase(),
                 Token::QuotedIdent(w) => format!("\"{}\"", String::from_utf8_lossy(w)),
-                Token::Literal => "?".into(),
+                Token::Literal | Token::Str(_) => "?".into(),
                 Token::Semicolon => ";".into(),
                 Token::Symbol(c) => (c as char).to_string(),
             })

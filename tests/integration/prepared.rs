@@ -7,7 +7,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    connect, server_sessions, ProxyBuilder, TestProxy, DATABASE, TRUST_USER, TXN_PROBE,
+    connect, server_sessions, ProxyBuilder, TestProxy, DATABASE, PREPARED_PROBE, TRUST_USER,
+    TXN_SHARED,
 };
 
 async fn transaction_proxy(pool_size: u32) -> TestProxy {
@@ -19,8 +20,9 @@ async fn transaction_proxy(pool_size: u32) -> TestProxy {
         .await
 }
 
+/// The role of tests that count nothing.
 fn probe_conn(proxy: &TestProxy) -> String {
-    let (user, password, _) = TXN_PROBE;
+    let (user, password, _) = TXN_SHARED;
     proxy.conn_string(user, password)
 }
 
@@ -69,7 +71,9 @@ async fn pgbench_prepared_fifty_clients_on_five_connections() {
 #[tokio::test]
 async fn prepared_statements_reused_across_connections() {
     let proxy = transaction_proxy(10).await;
-    let conn = probe_conn(&proxy);
+    // A role only this test uses, so its server sessions can be counted.
+    let (user, password, _) = PREPARED_PROBE;
+    let conn = proxy.conn_string(user, password);
     let mut tasks = Vec::new();
     for i in 0..200i32 {
         let conn = conn.clone();
@@ -111,7 +115,6 @@ async fn prepared_statements_reused_across_connections() {
     for task in tasks {
         clients.push(task.await.expect("client"));
     }
-    let (user, _, _) = TXN_PROBE;
     assert!(
         server_sessions(user).await <= 10,
         "more server connections than the pool"

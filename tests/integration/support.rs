@@ -23,7 +23,17 @@ pub const LONELY_MD5: (&str, &str, bool) = ("lonely_md5", "lonely-md5-secret", t
 pub const LONELY_SCRAM: (&str, &str, bool) = ("lonely_scram", "lonely-scram-secret", false);
 pub const REUSE_PROBE: (&str, &str, bool) = ("reuse_probe", "reuse-probe-secret", false);
 pub const TXN_PROBE: (&str, &str, bool) = ("txn_probe", "txn-probe-secret", false);
-const DEDICATED: [(&str, &str, bool); 4] = [LONELY_MD5, LONELY_SCRAM, REUSE_PROBE, TXN_PROBE];
+pub const PREPARED_PROBE: (&str, &str, bool) = ("prepared_probe", "prepared-probe-secret", false);
+/// Shared by transaction-pooling tests that count nothing.
+pub const TXN_SHARED: (&str, &str, bool) = ("txn_shared", "txn-shared-secret", false);
+const DEDICATED: [(&str, &str, bool); 6] = [
+    LONELY_MD5,
+    LONELY_SCRAM,
+    REUSE_PROBE,
+    TXN_PROBE,
+    PREPARED_PROBE,
+    TXN_SHARED,
+];
 pub const DATABASE: &str = "app";
 
 /// The cluster shared by every test in this binary. Its servers stop when the test

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::support::{
     connect, eventually, primary, server_sessions, ProxyBuilder, TestProxy, DATABASE, TXN_PROBE,
+    TXN_SHARED,
 };
 
 async fn transaction_proxy(pool_size: u32) -> TestProxy {
@@ -16,7 +17,14 @@ async fn transaction_proxy(pool_size: u32) -> TestProxy {
         .await
 }
 
+/// The role of tests that count nothing.
 fn probe_conn(proxy: &TestProxy, extra: &str) -> String {
+    let (user, password, _) = TXN_SHARED;
+    format!("{} {extra}", proxy.conn_string(user, password))
+}
+
+/// The role only `many_clients_share_a_small_pool` uses, so it can count sessions.
+fn counted_conn(proxy: &TestProxy, extra: &str) -> String {
     let (user, password, _) = TXN_PROBE;
     format!("{} {extra}", proxy.conn_string(user, password))
 }
@@ -27,7 +35,7 @@ async fn many_clients_share_a_small_pool() {
     let proxy = transaction_proxy(10).await;
     let mut clients = Vec::new();
     for i in 0..200 {
-        clients.push(connect(&probe_conn(&proxy, &format!("application_name=c{i}"))).await);
+        clients.push(connect(&counted_conn(&proxy, &format!("application_name=c{i}"))).await);
     }
     let (user, _, _) = TXN_PROBE;
     assert!(server_sessions(user).await <= 10);
@@ -110,10 +118,16 @@ async fn pgbench_simple_and_extended_with_more_clients_than_connections() {
     proxy.shutdown().await;
 }
 
-/// A's SET pins A to its connection; B, sharing the pool, never sees A's settings.
+/// One server connection shared by A and B: A's settings follow A (re-applied each time A
+/// gets the connection back), and B never sees them. A SET does not pin, or B would wait.
 #[tokio::test]
 async fn settings_never_leak_between_clients() {
-    let proxy = transaction_proxy(2).await;
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .pool_size(1)
+        .checkout_timeout("3s")
+        .start()
+        .await;
     let a = connect(&probe_conn(&proxy, "")).await;
     let b = connect(&probe_conn(&proxy, "")).await;
     a.batch_execute("SET search_path = pg_catalog; SET statement_timeout = '4321ms'; SELECT set_config('app.x', 'mine', false)")
@@ -225,7 +239,7 @@ async fn killed_client_releases_locks_in_transaction_mode() {
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS txn_lock_probe (id int PRIMARY KEY); \
              INSERT INTO txn_lock_probe VALUES (1) ON CONFLICT DO NOTHING; \
-             GRANT ALL ON txn_lock_probe TO txn_probe",
+             GRANT ALL ON txn_lock_probe TO txn_shared",
         )
         .await
         .expect("setup");
@@ -253,5 +267,38 @@ async fn killed_client_releases_locks_in_transaction_mode() {
     })
     .await;
     assert!(free, "the row lock outlived its client");
+    proxy.shutdown().await;
+}
+
+/// A pinned session is freed once its session state is gone.
+#[tokio::test]
+async fn pins_end_when_the_state_is_gone() {
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .pool_size(1)
+        .checkout_timeout("3s")
+        .start()
+        .await;
+    let a = connect(&probe_conn(&proxy, "")).await;
+    for (take, give_back) in [
+        (
+            "CREATE TEMP TABLE gone_soon (x int)",
+            "DROP TABLE gone_soon",
+        ),
+        ("LISTEN soon_unheard", "UNLISTEN *"),
+        (
+            "SELECT pg_advisory_lock(77)",
+            "SELECT pg_advisory_unlock(77)",
+        ),
+    ] {
+        a.batch_execute(take).await.expect(take);
+        a.batch_execute(give_back).await.expect(give_back);
+        // With a pool of one, B gets a connection only if A let go of it.
+        let b = connect(&probe_conn(&proxy, "")).await;
+        b.simple_query("SELECT 1")
+            .await
+            .expect("b after the pin ended");
+        drop(b);
+    }
     proxy.shutdown().await;
 }
