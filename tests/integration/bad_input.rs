@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{connect, eventually, primary, ProxyBuilder, APP_USER};
+use crate::wire::startup;
 
 /// Sends bytes, then reads until the proxy closes (bounded); returns what it answered.
 async fn exchange(addr: std::net::SocketAddr, bytes: &[u8], close_write: bool) -> Vec<u8> {
@@ -23,20 +24,6 @@ async fn exchange(addr: std::net::SocketAddr, bytes: &[u8], close_write: bool) -
         "proxy kept a broken connection open after {bytes:?}"
     );
     reply
-}
-
-fn startup(version: i32, params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = version.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    packet.extend(body);
-    packet
 }
 
 fn error_code(reply: &[u8]) -> Option<String> {

@@ -5,54 +5,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::SinkExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::{connect, eventually, primary, ProxyBuilder, DATABASE, TRUST_USER};
-
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![tag];
-    v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    v.extend_from_slice(body);
-    v
-}
-
-fn startup_as_trust_user() -> Vec<u8> {
-    let mut body = 0x0003_0000i32.to_be_bytes().to_vec();
-    for (k, v) in [("user", TRUST_USER), ("database", DATABASE)] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    packet.extend(body);
-    packet
-}
-
-fn query(sql: &str) -> Vec<u8> {
-    let mut body = sql.as_bytes().to_vec();
-    body.push(0);
-    message(b'Q', &body)
-}
-
-async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
-    let mut reply = Vec::new();
-    let done = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
-    assert!(
-        done.is_ok(),
-        "connection not closed: {:?}",
-        String::from_utf8_lossy(&reply)
-    );
-    reply
-}
+use crate::support::{connect, eventually, primary, ProxyBuilder, DATABASE};
+use crate::wire::{message, query, read_until_closed, trust_startup};
 
 #[tokio::test]
 async fn query_sent_with_the_startup_packet_is_answered() {
     let proxy = ProxyBuilder::default().start().await;
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
-    let mut bytes = startup_as_trust_user();
+    let mut bytes = trust_startup();
     bytes.extend(query("SELECT 'early bird'"));
     bytes.extend(message(b'X', b""));
     stream.write_all(&bytes).await.expect("send");
@@ -74,7 +37,7 @@ async fn commit_followed_by_terminate_commits() {
         .await
         .expect("setup");
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
-    let mut bytes = startup_as_trust_user();
+    let mut bytes = trust_startup();
     bytes.extend(query("BEGIN"));
     bytes.extend(query(
         "INSERT INTO fire_and_forget SELECT pg_sleep(0.2)::text || 'kept'",
@@ -135,7 +98,7 @@ async fn extended_copy_in_leaves_the_session_idle() {
 async fn unsynced_statement_is_cancelled_when_the_client_vanishes() {
     let proxy = ProxyBuilder::default().start().await;
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
-    let mut bytes = startup_as_trust_user();
+    let mut bytes = trust_startup();
     // Parse + Bind + Execute + Flush, no Sync, with a marker to find it server-side.
     bytes.extend(message(
         b'P',

@@ -12,3 +12,4 @@ mod security;
 mod support;
 mod tools;
 mod transaction;
+mod wire;

@@ -1,14 +1,12 @@
 //! Named prepared statements under transaction pooling: mapped to proxy-wide names and
 //! prepared on whichever server connection a transaction lands on, never pinning.
 
-use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use crate::wire::{message, read_until_ready, trust_login};
 
 use crate::support::{
-    connect, server_sessions, ProxyBuilder, TestProxy, DATABASE, PREPARED_PROBE, TRUST_USER,
-    TXN_SHARED,
+    connect, server_sessions, ProxyBuilder, TestProxy, PREPARED_PROBE, TXN_SHARED,
 };
 
 async fn transaction_proxy(pool_size: u32) -> TestProxy {
@@ -31,26 +29,7 @@ async fn pgbench_prepared_fifty_clients_on_five_connections() {
     let proxy = transaction_proxy(5).await;
     let port = proxy.port();
     tokio::task::spawn_blocking(move || {
-        let bench = |args: &[&str]| {
-            let output = std::process::Command::new(crate::support::bin("pgbench"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    crate::support::APP_USER,
-                ])
-                .args(args)
-                .arg(crate::support::DATABASE)
-                .env("PGPASSWORD", crate::support::APP_PASSWORD)
-                .output()
-                .expect("pgbench");
-            let text = String::from_utf8_lossy(&output.stdout).to_string()
-                + &String::from_utf8_lossy(&output.stderr);
-            assert!(output.status.success(), "{args:?}:\n{text}");
-            text
-        };
+        let bench = |args: &[&str]| crate::support::pgbench(port, args);
         bench(&["-i", "-s", "1", "-q"]);
         // One thread per client: pgbench prepares with a blocking PQprepare, so a thread
         // serving several clients would stall them all while one waits for a connection
@@ -182,45 +161,6 @@ async fn statement_lifecycle_edges() {
     proxy.shutdown().await;
 }
 
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![tag];
-    v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    v.extend_from_slice(body);
-    v
-}
-
-/// Logs in over a raw socket as the trust user and waits for ReadyForQuery.
-async fn raw_login(proxy: &TestProxy) -> TcpStream {
-    let mut body = 0x0003_0000i32.to_be_bytes().to_vec();
-    for (k, v) in [("user", TRUST_USER), ("database", DATABASE)] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    packet.extend(body);
-    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
-    stream.write_all(&packet).await.expect("startup");
-    read_until_ready(&mut stream).await;
-    stream
-}
-
-async fn read_until_ready(stream: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !(got.len() >= 6 && got[got.len() - 6] == b'Z') {
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-            .await
-            .expect("reply in time")
-            .expect("read");
-        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
-    got
-}
-
 /// A client's unnamed statement stays on the server connection after its transaction;
 /// another client binding "the unnamed statement" must get PostgreSQL's error, never the
 /// first client's query.
@@ -231,7 +171,7 @@ async fn unnamed_statements_never_cross_clients() {
         .pool_size(1)
         .start()
         .await;
-    let mut a = raw_login(&proxy).await;
+    let mut a = trust_login(proxy.addr).await;
     let mut parse = b"\0SELECT 'secret of a'\0\0\0".to_vec();
     let mut batch = message(b'P', &parse);
     batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
@@ -240,7 +180,7 @@ async fn unnamed_statements_never_cross_clients() {
     a.write_all(&batch).await.expect("a");
     let reply = read_until_ready(&mut a).await;
     assert!(String::from_utf8_lossy(&reply).contains("secret of a"));
-    let mut b = raw_login(&proxy).await;
+    let mut b = trust_login(proxy.addr).await;
     let mut batch = message(b'B', b"\0\0\0\0\0\0\0\0");
     batch.extend(message(b'E', b"\0\0\0\0\0"));
     batch.extend(message(b'S', b""));

@@ -309,3 +309,21 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs pgbench through `port` as the app user; panics with its output unless it succeeds.
+pub fn pgbench(port: u16, args: &[&str]) -> String {
+    let output = std::process::Command::new(bin("pgbench"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", APP_USER])
+        .args(args)
+        .arg(DATABASE)
+        .env("PGPASSWORD", APP_PASSWORD)
+        .output()
+        .expect("run pgbench");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "pgbench {args:?} failed:\n{text}");
+    text
+}

@@ -5,24 +5,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{bin, connect, primary, ProxyBuilder, APP_PASSWORD, APP_USER, DATABASE};
-
-fn pgbench(port: u16, args: &[&str]) -> String {
-    let output = Command::new(bin("pgbench"))
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", APP_USER])
-        .args(args)
-        .arg(DATABASE)
-        .env("PGPASSWORD", APP_PASSWORD)
-        .output()
-        .expect("run pgbench");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "pgbench {args:?} failed:\n{text}");
-    text
-}
+use crate::support::{connect, pgbench, primary, ProxyBuilder, APP_PASSWORD, APP_USER, DATABASE};
 
 fn processed(report: &str) -> u64 {
     report

@@ -84,26 +84,7 @@ async fn pgbench_simple_and_extended_with_more_clients_than_connections() {
     let proxy = transaction_proxy(3).await;
     let port = proxy.port();
     tokio::task::spawn_blocking(move || {
-        let bench = |args: &[&str]| {
-            let output = std::process::Command::new(crate::support::bin("pgbench"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    crate::support::APP_USER,
-                ])
-                .args(args)
-                .arg(DATABASE)
-                .env("PGPASSWORD", crate::support::APP_PASSWORD)
-                .output()
-                .expect("pgbench");
-            let text = String::from_utf8_lossy(&output.stdout).to_string()
-                + &String::from_utf8_lossy(&output.stderr);
-            assert!(output.status.success(), "{args:?}:\n{text}");
-            text
-        };
+        let bench = |args: &[&str]| crate::support::pgbench(port, args);
         bench(&["-i", "-s", "1", "-q"]);
         for mode in ["simple", "extended"] {
             let report = bench(&["-M", mode, "-c", "12", "-j", "2", "-T", "3", "-n"]);

@@ -1,0 +1,190 @@
+//! Reading messages as they stream through: relay state, pins and settings from client
+//! statements, statement-name mapping, and what the server reports.
+
+use std::time::Instant;
+
+use super::Relay;
+use crate::backend::ServerConnection;
+use crate::metrics;
+use crate::protocol::frame::{cstr, Flow};
+use crate::protocol::message::{self, Backend, Frontend};
+use crate::protocol::sqlstate::class_label;
+use crate::session::error::SessionError;
+use crate::session::state::Event;
+use crate::sql::effects::{self, Effects, PinReason};
+
+impl Relay {
+    /// Streams client messages towards the server. Stops in front of Terminate.
+    /// Statements that leave state in the server session pin it.
+    pub(super) fn take_client_frames(&mut self) -> Result<Flow, SessionError> {
+        let now = Instant::now();
+        let state = &mut self.state;
+        let mut pinned = None;
+        let mut effects = Effects::default();
+        // Transaction pooling reads every statement (a pinned session may be freed later and
+        // must know its settings); session pooling reads none.
+        let watching = self.statements.is_some();
+        // The lexer reads strings as standard_conforming_strings = on does.
+        let backslash_strings = self
+            .session
+            .client_params
+            .get("standard_conforming_strings")
+            .is_some_and(|v| v == "off");
+        let mut statements = self
+            .statements
+            .as_mut()
+            .zip(self.server.as_deref_mut().map(|s| &mut s.statements));
+        let reads_parse = statements.is_some();
+        let flow = self.client_stream.pump(
+            &mut self.from_client,
+            &mut self.to_server,
+            |tag| match Frontend::from_tag(tag) {
+                Frontend::Query => watching,
+                Frontend::Parse => watching || reads_parse,
+                _ => false,
+            },
+            |tag, len, body, complete| {
+                let kind = Frontend::from_tag(tag);
+                if kind == Frontend::Terminate {
+                    return Flow::Stop;
+                }
+                // Decided first: NeedMore means this message comes back with more bytes,
+                // and nothing below may happen twice.
+                let flow = match statements.as_mut() {
+                    Some((client, server)) => client.on_client(tag, len, body, complete, server),
+                    None => Flow::Forward,
+                };
+                if flow == Flow::NeedMore {
+                    return flow;
+                }
+                if matches!(
+                    kind,
+                    Frontend::Query | Frontend::Execute | Frontend::FunctionCall
+                ) {
+                    metrics::get().queries.increment(1);
+                }
+                if watching {
+                    let found = statement_effects(kind, body, complete && !backslash_strings);
+                    pinned = pinned.or(found.pin);
+                    effects.settings |= found.settings;
+                    effects.may_clear |= found.may_clear;
+                    effects.custom_settings.extend(found.custom_settings);
+                    if found.drops_statements {
+                        if let Some((client, server)) = statements.as_mut() {
+                            client.forget_all();
+                            server.clear();
+                        }
+                    }
+                }
+                state.on_frontend(kind, now);
+                flow
+            },
+        )?;
+        self.settings_changed |= effects.settings;
+        self.custom_settings.extend(effects.custom_settings);
+        self.may_unpin |= effects.may_clear;
+        if let (Some(reason), None) = (pinned, self.pin) {
+            tracing::debug!(
+                reason = reason.as_str(),
+                "session pinned to its server connection"
+            );
+            metrics::pinned(reason);
+            self.pin = Some(reason);
+        }
+        Ok(flow)
+    }
+
+    /// Streams server messages towards the client (or nowhere, when `discard`), tracking
+    /// ReadyForQuery status, parameters and errors, and swallowing hidden statements' replies.
+    pub(super) fn take_server_frames(&mut self, discard: bool) -> Result<(), SessionError> {
+        let now = Instant::now();
+        let Some(ServerConnection {
+            read_buf,
+            params,
+            status,
+            statements: server_statements,
+            ..
+        }) = self.server.as_deref_mut()
+        else {
+            return Ok(());
+        };
+        let statements = &mut self.statements;
+        let state = &mut self.state;
+        let said_fatal = &mut self.server_said_fatal;
+        let client_params = &mut self.session.client_params;
+        self.server_stream
+            .pump(
+                read_buf,
+                &mut self.to_client,
+                |tag| {
+                    matches!(
+                        Backend::from_tag(tag),
+                        Backend::ReadyForQuery | Backend::ParameterStatus
+                    )
+                },
+                |tag, _len, body, complete| {
+                    let kind = Backend::from_tag(tag);
+                    let mut ready = None;
+                    match kind {
+                        Backend::ReadyForQuery if complete => {
+                            ready = message::ready_status(body);
+                            if let Some(s) = ready {
+                                *status = s;
+                            }
+                        }
+                        Backend::ParameterStatus if complete => {
+                            if let Some((name, value)) = message::parameter_status(body) {
+                                client_params.insert(name.clone(), value.clone());
+                                params.insert(name, value);
+                            }
+                        }
+                        Backend::ErrorResponse => {
+                            metrics::error(class_label(message::error_code(body)));
+                            *said_fatal =
+                                body.starts_with(b"SFATAL\0") || body.starts_with(b"SPANIC\0");
+                        }
+                        _ => {}
+                    }
+                    let flow = match statements.as_mut() {
+                        Some(statements) => statements.on_server(tag, server_statements),
+                        None => Flow::Forward,
+                    };
+                    if let Event::TransactionEnded(duration) = state.on_backend(kind, ready, now) {
+                        let m = metrics::get();
+                        m.transactions.increment(1);
+                        m.transaction_duration.record(duration);
+                    }
+                    flow
+                },
+            )
+            .map_err(|_| SessionError::ServerLost)?;
+        if discard {
+            self.to_client.clear();
+        }
+        Ok(())
+    }
+}
+
+/// What a client message does to the session beyond its transaction.
+fn statement_effects(kind: Frontend, body: &[u8], complete: bool) -> Effects {
+    let unreadable = Effects {
+        pin: Some(PinReason::Unreadable),
+        ..Effects::default()
+    };
+    match kind {
+        Frontend::Query | Frontend::Parse if !complete => unreadable,
+        // Fast-path calls by OID: set_config and advisory locks may hide behind one.
+        Frontend::FunctionCall => unreadable,
+        Frontend::Query => effects::effects(cstr(body).map_or(body, |(sql, _)| sql)),
+        Frontend::Parse => match cstr(body) {
+            Some((_, rest)) => effects::effects(cstr(rest).map_or(rest, |(sql, _)| sql)),
+            None => Effects::default(),
+        },
+        _ => Effects::default(),
+    }
+}
+
+/// The client has sent (the start of) a message that needs a server connection.
+pub(super) fn starts_a_request(buf: &[u8]) -> bool {
+    buf.len() >= 5 && Frontend::from_tag(buf[0]) != Frontend::Terminate
+}

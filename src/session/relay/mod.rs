@@ -1,0 +1,328 @@
+//! The relay: one `select!` over client bytes, server bytes, pending writes and shutdown.
+//! Messages stream through as their original bytes; only headers (and the bodies of a few
+//! small messages) are read. In transaction pooling the server connection is taken from
+//! the pool when a transaction starts and given back when it ends.
+
+mod frames;
+mod pooling;
+mod release;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::ErrorKind;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+
+use super::error::SessionError;
+use super::state::RelayState;
+use super::statements::Statements;
+use crate::backend::{CancelKey, Pool, PooledServer, ServerConnection};
+use crate::metrics;
+use crate::protocol::frame::{Flow, Streamer};
+use crate::rules::PoolMode;
+use crate::sql::effects::PinReason;
+use crate::tls::{ClientReader, ClientWriter};
+use frames::starts_a_request;
+use release::release;
+
+/// Stop reading a side while this much is waiting to be written to the other.
+const HIGH_WATER: usize = 1024 * 1024;
+/// Room kept free in read buffers before each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long finishing a departed client's requests, or resetting a connection, may take.
+const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the last words to a client may take.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the relay stopped.
+#[derive(Debug)]
+enum End {
+    /// The client sent Terminate: finish what it sent before.
+    Terminated,
+    /// The client's connection closed or failed.
+    ClientGone,
+    ServerLost,
+    Shutdown,
+    /// The client broke the protocol (or a checkout failed): tell it, then close.
+    Failed(SessionError),
+}
+
+/// What a session brings to the relay.
+pub struct Session {
+    pub pool: Arc<Pool>,
+    /// Settings from the StartupMessage, applied to every server connection the session uses.
+    pub settings: Arc<Vec<(String, String)>>,
+    pub cancel_key: CancelKey,
+    pub shutdown: watch::Receiver<bool>,
+    /// The ParameterStatus values the client was given at startup.
+    pub client_params: BTreeMap<String, String>,
+}
+
+pub struct Relay {
+    client_reader: ClientReader,
+    client_writer: ClientWriter,
+    from_client: BytesMut,
+    to_client: BytesMut,
+    to_server: BytesMut,
+    /// The server connection, while the session holds one.
+    server: Option<PooledServer>,
+    session: Session,
+    state: RelayState,
+    /// Why this session keeps its server connection between transactions, if it does.
+    pin: Option<PinReason>,
+    /// Named statements mapped to proxy-wide ones (transaction pooling only).
+    statements: Option<Statements>,
+    /// Settings may have changed in this transaction: read them back before releasing.
+    settings_changed: bool,
+    /// Custom settings the client named: read back by name.
+    custom_settings: BTreeSet<String>,
+    /// Session state may have been removed in this transaction: check before releasing.
+    may_unpin: bool,
+    /// TLS records written but not yet flushed.
+    client_unflushed: bool,
+    client_stream: Streamer,
+    server_stream: Streamer,
+    /// The server's last ErrorResponse was FATAL: it already told the client why it goes.
+    server_said_fatal: bool,
+}
+
+impl Relay {
+    pub fn new(
+        (client_reader, client_writer): (ClientReader, ClientWriter),
+        from_client: BytesMut,
+        server: PooledServer,
+        session: Session,
+    ) -> Relay {
+        let pin = (session.pool.mode() == PoolMode::Session).then_some(PinReason::SessionMode);
+        Relay {
+            client_reader,
+            client_writer,
+            from_client,
+            to_client: BytesMut::with_capacity(READ_CHUNK),
+            to_server: BytesMut::with_capacity(READ_CHUNK),
+            server: Some(server),
+            session,
+            state: RelayState::default(),
+            statements: pin.is_none().then(Statements::default),
+            settings_changed: false,
+            custom_settings: BTreeSet::new(),
+            may_unpin: false,
+            pin,
+            client_unflushed: false,
+            client_stream: Streamer::default(),
+            server_stream: Streamer::default(),
+            server_said_fatal: false,
+        }
+    }
+
+    /// Relays until either side ends, returns the server connection, then says goodbye.
+    pub async fn run(mut self) {
+        let end = self.pump().await.unwrap_or_else(End::Failed);
+        if matches!(end, End::Terminated) && self.server.is_some() {
+            let _ = tokio::time::timeout(RESET_TIMEOUT, self.finish_requests()).await;
+        }
+        self.session.cancel_key.set_target(None);
+        if let Some(server) = self.server.take() {
+            let mid_message = !self.server_stream.at_boundary() || !self.to_server.is_empty();
+            release(server, &self.state, mid_message).await;
+        }
+        if let Some(reason) = self.pin.filter(|r| *r != PinReason::SessionMode) {
+            metrics::unpinned(reason);
+        }
+        let reply = match &end {
+            End::ServerLost if !self.server_said_fatal => SessionError::ServerLost.reply(),
+            End::Shutdown => SessionError::Shutdown.reply(),
+            End::Failed(e) => e.reply(),
+            _ => None,
+        };
+        if let End::Failed(e) = &end {
+            tracing::debug!(error = %e, "session ended with an error");
+        }
+        if let Some(reply) = reply {
+            metrics::error(reply.code.class());
+            reply.encode(&mut self.to_client);
+        }
+        let writer = &mut self.client_writer;
+        let to_client = &self.to_client;
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
+            writer.write_all(to_client).await?;
+            writer.shutdown().await
+        })
+        .await;
+    }
+
+    async fn pump(&mut self) -> Result<End, SessionError> {
+        let mut shutdown = self.session.shutdown.clone();
+        let mut shutting_down = *shutdown.borrow_and_update();
+        // Created once: re-creating it every iteration would register and unregister a
+        // waiter on a channel all sessions share, under its lock.
+        let shutdown_signal = shutdown.changed();
+        tokio::pin!(shutdown_signal);
+        // The client may have sent requests along with its last authentication message.
+        if self.take_client_frames()? == Flow::Stop {
+            return Ok(End::Terminated);
+        }
+        // (The server is attached at this point: the session starts with one.)
+        loop {
+            if self.server.is_none() && !self.to_server.is_empty() {
+                self.attach().await?;
+            }
+            if let Some(end) = self.write_ahead() {
+                return Ok(end);
+            }
+            if self.transaction_over() && self.may_unpin {
+                self.check_unpin().await?;
+            }
+            if self.may_release() {
+                if self.settings_changed {
+                    self.capture_settings().await?;
+                }
+                self.detach();
+            }
+            tracing::trace!(
+                attached = self.server.is_some(),
+                pending = self.state.pending_ready,
+                status = ?self.state.status,
+                unsynced = self.state.unsynced,
+                from_client = self.from_client.len(),
+                to_server = self.to_server.len(),
+                settled = self.statements.as_ref().is_none_or(Statements::is_settled),
+                "relay waits"
+            );
+            if shutting_down && self.is_quiet() {
+                return Ok(End::Shutdown);
+            }
+            reserve(&mut self.from_client);
+            let (server_reader, server_writer) = match self.server.as_deref_mut() {
+                Some(ServerConnection {
+                    reader,
+                    writer,
+                    read_buf,
+                    ..
+                }) => {
+                    reserve(read_buf);
+                    (Some((reader, read_buf)), Some(writer))
+                }
+                None => (None, None),
+            };
+            let has_server = server_writer.is_some();
+            tokio::select! {
+                read = self.client_reader.read_buf(&mut self.from_client),
+                    if self.to_server.len() < HIGH_WATER =>
+                {
+                    match read {
+                        Ok(0) | Err(_) => return Ok(End::ClientGone),
+                        Ok(_) => {
+                            // Statement names are mapped against the connection's own
+                            // statements: take one before reading the messages.
+                            if self.server.is_none() && starts_a_request(&self.from_client) {
+                                self.attach().await?;
+                            }
+                            if self.take_client_frames()? == Flow::Stop {
+                                return Ok(End::Terminated);
+                            }
+                        }
+                    }
+                }
+                read = read_server(server_reader), if has_server && self.to_client.len() < HIGH_WATER => {
+                    match read {
+                        Ok(0) | Err(_) => return Ok(End::ServerLost),
+                        Ok(_) => self.take_server_frames(false)?,
+                    }
+                }
+                written = write_server(server_writer, &mut self.to_server),
+                    if has_server && !self.to_server.is_empty() =>
+                {
+                    if written.is_err() {
+                        return Ok(End::ServerLost);
+                    }
+                }
+                written = write_client(&mut self.client_writer, &mut self.to_client, &mut self.client_unflushed),
+                    if !self.to_client.is_empty() || self.client_unflushed =>
+                {
+                    if written.is_err() {
+                        return Ok(End::ClientGone);
+                    }
+                }
+                _ = &mut shutdown_signal, if !shutting_down => shutting_down = true,
+            }
+        }
+    }
+
+    /// Writes what each side will take right now without waiting: most replies leave
+    /// here, saving a trip around the select loop.
+    fn write_ahead(&mut self) -> Option<End> {
+        if let Some(server) = self.server.as_deref() {
+            if !self.to_server.is_empty() {
+                match server.writer.try_write(&self.to_server) {
+                    Ok(n) => self.to_server.advance(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => return Some(End::ServerLost),
+                }
+            }
+        }
+        if !self.to_client.is_empty() {
+            match self.client_writer.try_write(&self.to_client) {
+                Ok(n) => self.to_client.advance(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return Some(End::ClientGone),
+            }
+        }
+        None
+    }
+
+    /// Nothing in flight in either direction and no open transaction.
+    fn is_quiet(&self) -> bool {
+        self.state.is_idle()
+            && self.from_client.is_empty()
+            && self.to_server.is_empty()
+            && self.to_client.is_empty()
+            && self.server.as_deref().is_none_or(|s| s.read_buf.is_empty())
+            && self.server_stream.at_boundary()
+            && self.client_stream.at_boundary()
+    }
+}
+
+async fn read_server(
+    server: Option<(&mut OwnedReadHalf, &mut BytesMut)>,
+) -> std::io::Result<usize> {
+    match server {
+        Some((reader, buf)) => reader.read_buf(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_server(
+    writer: Option<&mut OwnedWriteHalf>,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    match writer {
+        Some(writer) => writer.write_buf(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+async fn write_client(
+    writer: &mut ClientWriter,
+    buf: &mut BytesMut,
+    unflushed: &mut bool,
+) -> std::io::Result<()> {
+    if buf.is_empty() {
+        writer.flush().await?;
+        *unflushed = false;
+    } else {
+        writer.write_buf(buf).await?;
+        *unflushed = writer.is_tls();
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Transaction pooling: taking a server connection when a transaction starts, giving it
+//! back when it ends, carrying the client's settings across, and ending pins.
+
+use std::sync::Arc;
+
+use super::Relay;
+use crate::backend::cancel::CancelTarget;
+use crate::metrics;
+use crate::protocol::{reply, TxStatus};
+use crate::session::error::SessionError;
+use crate::session::hidden;
+use crate::session::statements::Statements;
+
+impl Relay {
+    /// Takes a server connection for the transaction the client is starting, first giving
+    /// it this client's settings if it carries others.
+    pub(super) async fn attach(&mut self) -> Result<(), SessionError> {
+        let mut server = self.session.pool.checkout().await?;
+        // Run before the client's bytes and waited for: if it fails, the client's
+        // statements must not run under another client's settings.
+        if let Some(sql) =
+            hidden::reconcile_settings(server.applied.as_deref(), &self.session.settings)
+        {
+            match server.run_hidden(&sql).await {
+                Ok(None) => server.applied = Some(Arc::clone(&self.session.settings)),
+                Ok(Some(fields)) => {
+                    server.broken = true;
+                    return Err(SessionError::StartupParameter(fields));
+                }
+                Err(e) => {
+                    server.broken = true;
+                    return Err(e.into());
+                }
+            }
+        }
+        // Reported values that differ from what the client was told, it hears about.
+        for (name, value) in &server.params {
+            if self.session.client_params.get(name) != Some(value) {
+                reply::parameter_status(&mut self.to_client, name, value);
+                self.session
+                    .client_params
+                    .insert(name.clone(), value.clone());
+            }
+        }
+        self.session.cancel_key.set_target(Some(CancelTarget {
+            host: server.target.host.clone(),
+            port: server.target.port,
+            key: server.key,
+        }));
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Transaction pooling: the transaction is over and nothing is in flight.
+    pub(super) fn may_release(&self) -> bool {
+        self.pin.is_none() && self.transaction_over()
+    }
+
+    /// Transaction pooling, held connection: no transaction open, nothing in flight.
+    pub(super) fn transaction_over(&self) -> bool {
+        let Some(server) = self.server.as_deref() else {
+            return false;
+        };
+        self.statements.as_ref().is_none_or(Statements::is_settled)
+            && self.state.is_idle()
+            && self.to_server.is_empty()
+            && self.client_stream.at_boundary()
+            && self.server_stream.at_boundary()
+            && server.read_buf.is_empty()
+            && server.status == TxStatus::Idle
+    }
+
+    /// Reads the session's settings back from the server (after SET, RESET, set_config):
+    /// they become this client's settings, replayed on whatever connection it gets next.
+    /// Reading what took effect covers rolled-back SETs, SET LOCAL and RESET alike.
+    pub(super) async fn capture_settings(&mut self) -> Result<(), SessionError> {
+        let Some(server) = self.server.as_deref_mut() else {
+            return Ok(());
+        };
+        let sql = hidden::session_settings_sql(&self.custom_settings);
+        match server.fetch_pairs(&sql).await {
+            Ok(Ok(settings)) => {
+                let settings = Arc::new(settings);
+                server.applied = Some(Arc::clone(&settings));
+                self.session.settings = settings;
+                self.settings_changed = false;
+                Ok(())
+            }
+            Ok(Err(fields)) => {
+                server.broken = true;
+                Err(SessionError::StartupParameter(fields))
+            }
+            Err(e) => {
+                server.broken = true;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A pinned session whose transaction may have removed its session state: if none is
+    /// left on the server (temporary objects, advisory locks, LISTEN, held cursors, SQL
+    /// prepared statements), it no longer needs its connection.
+    pub(super) async fn check_unpin(&mut self) -> Result<(), SessionError> {
+        self.may_unpin = false;
+        let Some(reason) = self.pin.filter(|r| r.is_state()) else {
+            return Ok(());
+        };
+        let Some(server) = self.server.as_deref_mut() else {
+            return Ok(());
+        };
+        match server.fetch_pairs(hidden::SESSION_STATE).await {
+            Ok(Ok(rows)) if rows.iter().all(|(_, count)| count == "0") => {
+                tracing::debug!(reason = reason.as_str(), "session state gone: unpinned");
+                metrics::unpinned(reason);
+                self.pin = None;
+                Ok(())
+            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(fields)) => {
+                server.broken = true;
+                Err(SessionError::StartupParameter(fields))
+            }
+            Err(e) => {
+                server.broken = true;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Gives the server connection back to the pool as it is: its settings are tracked in
+    /// `applied`, and nothing else of the session's can be on it (or it would be pinned).
+    pub(super) fn detach(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            self.session.cancel_key.set_target(None);
+            server.needs_reset = false;
+        }
+        if let Some(statements) = self.statements.as_mut() {
+            statements.detached();
+        }
+    }
+}
