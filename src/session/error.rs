@@ -46,6 +46,8 @@ pub enum SessionError {
     Backend(#[from] BackendError),
     #[error("server rejected a startup parameter: {}", .0.message)]
     StartupParameter(ErrorFields),
+    #[error("a statement the proxy ran for the session failed: {}", .0.message)]
+    HiddenStatement(ErrorFields),
     #[error("server connection lost")]
     ServerLost,
     #[error("terminating connection due to administrator command")]
@@ -80,10 +82,9 @@ impl SessionError {
             SessionError::Pool(PoolError::Timeout { .. }) => fatal(SqlState::TOO_MANY_CONNECTIONS),
             SessionError::Pool(PoolError::Backend(e)) => Some(backend_reply(e)),
             SessionError::Backend(e) => Some(backend_reply(e)),
-            SessionError::StartupParameter(fields) => Some(ErrorReply::fatal_with_code(
-                &fields.code,
-                fields.message.clone(),
-            )),
+            SessionError::StartupParameter(fields) | SessionError::HiddenStatement(fields) => Some(
+                ErrorReply::fatal_with_code(&fields.code, fields.message.clone()),
+            ),
             SessionError::ServerLost => fatal(SqlState::CONNECTION_FAILURE),
             SessionError::Shutdown => fatal(SqlState::ADMIN_SHUTDOWN),
         }

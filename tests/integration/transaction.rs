@@ -17,6 +17,17 @@ async fn transaction_proxy(pool_size: u32) -> TestProxy {
         .await
 }
 
+/// Transaction pooling over one server connection: a session that does not let go of
+/// it makes every other client wait (3s, then 53300).
+async fn single_connection_proxy() -> TestProxy {
+    ProxyBuilder::default()
+        .pool_mode("transaction")
+        .pool_size(1)
+        .checkout_timeout("3s")
+        .start()
+        .await
+}
+
 /// The role of tests that count nothing.
 fn probe_conn(proxy: &TestProxy, extra: &str) -> String {
     let (user, password, _) = TXN_SHARED;
@@ -103,12 +114,7 @@ async fn pgbench_simple_and_extended_with_more_clients_than_connections() {
 /// gets the connection back), and B never sees them. A SET does not pin, or B would wait.
 #[tokio::test]
 async fn settings_never_leak_between_clients() {
-    let proxy = ProxyBuilder::default()
-        .pool_mode("transaction")
-        .pool_size(1)
-        .checkout_timeout("3s")
-        .start()
-        .await;
+    let proxy = single_connection_proxy().await;
     let a = connect(&probe_conn(&proxy, "")).await;
     let b = connect(&probe_conn(&proxy, "")).await;
     a.batch_execute("SET search_path = pg_catalog; SET statement_timeout = '4321ms'; SELECT set_config('app.x', 'mine', false)")
@@ -254,12 +260,7 @@ async fn killed_client_releases_locks_in_transaction_mode() {
 /// A pinned session is freed once its session state is gone.
 #[tokio::test]
 async fn pins_end_when_the_state_is_gone() {
-    let proxy = ProxyBuilder::default()
-        .pool_mode("transaction")
-        .pool_size(1)
-        .checkout_timeout("3s")
-        .start()
-        .await;
+    let proxy = single_connection_proxy().await;
     let a = connect(&probe_conn(&proxy, "")).await;
     for (take, give_back) in [
         (

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::Relay;
 use crate::backend::cancel::CancelTarget;
+use crate::backend::ServerConnection;
 use crate::metrics;
 use crate::protocol::{reply, TxStatus};
 use crate::session::error::SessionError;
@@ -25,7 +26,7 @@ impl Relay {
                 Ok(None) => server.applied = Some(Arc::clone(&self.session.settings)),
                 Ok(Some(fields)) => {
                     server.broken = true;
-                    return Err(SessionError::StartupParameter(fields));
+                    return Err(SessionError::HiddenStatement(fields));
                 }
                 Err(e) => {
                     server.broken = true;
@@ -78,23 +79,11 @@ impl Relay {
             return Ok(());
         };
         let sql = hidden::session_settings_sql(&self.custom_settings);
-        match server.fetch_pairs(&sql).await {
-            Ok(Ok(settings)) => {
-                let settings = Arc::new(settings);
-                server.applied = Some(Arc::clone(&settings));
-                self.session.settings = settings;
-                self.settings_changed = false;
-                Ok(())
-            }
-            Ok(Err(fields)) => {
-                server.broken = true;
-                Err(SessionError::StartupParameter(fields))
-            }
-            Err(e) => {
-                server.broken = true;
-                Err(e.into())
-            }
-        }
+        let settings = Arc::new(fetch_hidden(server, &sql).await?);
+        server.applied = Some(Arc::clone(&settings));
+        self.session.settings = settings;
+        self.settings_changed = false;
+        Ok(())
     }
 
     /// A pinned session whose transaction may have removed its session state: if none is
@@ -108,23 +97,13 @@ impl Relay {
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
         };
-        match server.fetch_pairs(hidden::SESSION_STATE).await {
-            Ok(Ok(rows)) if rows.iter().all(|(_, count)| count == "0") => {
-                tracing::debug!(reason = reason.as_str(), "session state gone: unpinned");
-                metrics::unpinned(reason);
-                self.pin = None;
-                Ok(())
-            }
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(fields)) => {
-                server.broken = true;
-                Err(SessionError::StartupParameter(fields))
-            }
-            Err(e) => {
-                server.broken = true;
-                Err(e.into())
-            }
+        let state = fetch_hidden(server, hidden::SESSION_STATE).await?;
+        if state.iter().all(|(_, count)| count == "0") {
+            tracing::debug!(reason = reason.as_str(), "session state gone: unpinned");
+            metrics::unpinned(reason);
+            self.pin = None;
         }
+        Ok(())
     }
 
     /// Gives the server connection back to the pool as it is: its settings are tracked in
@@ -136,6 +115,24 @@ impl Relay {
         }
         if let Some(statements) = self.statements.as_mut() {
             statements.detached();
+        }
+    }
+}
+
+/// Runs a hidden two-column query on a held connection; a failure breaks the connection.
+async fn fetch_hidden(
+    server: &mut ServerConnection,
+    sql: &str,
+) -> Result<Vec<(String, String)>, SessionError> {
+    match server.fetch_pairs(sql).await {
+        Ok(Ok(rows)) => Ok(rows),
+        Ok(Err(fields)) => {
+            server.broken = true;
+            Err(SessionError::HiddenStatement(fields))
+        }
+        Err(e) => {
+            server.broken = true;
+            Err(e.into())
         }
     }
 }
