@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
+use futures::FutureExt;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::{backend, frontend};
@@ -302,6 +303,11 @@ impl ServerConnection {
     pub fn is_quiet(&self) -> bool {
         if !self.read_buf.is_empty() {
             return false;
+        }
+        // No readiness event since the last read: nothing arrived, and no syscall is
+        // needed to know it (this runs at every checkout).
+        if self.reader.readable().now_or_never().is_none() {
+            return true;
         }
         let mut probe = [0u8; 1];
         matches!(self.reader.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)

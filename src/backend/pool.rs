@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bb8::{ErrorSink, ManageConnection, PooledConnection, RunError};
 use thiserror::Error;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::connection::{ServerConnection, ServerTarget};
 use super::error::BackendError;
@@ -48,8 +48,27 @@ impl ManageConnection for ServerManager {
     }
 }
 
-/// A server connection checked out of a pool; returns to it on drop unless broken.
-pub type PooledServer = PooledConnection<'static, ServerManager>;
+/// A server connection checked out of a pool; returns to it on drop unless broken, then
+/// lets the next waiting client in.
+pub struct PooledServer {
+    // Field order matters: the connection goes back to bb8 before the slot is freed.
+    conn: PooledConnection<'static, ServerManager>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for PooledServer {
+    type Target = ServerConnection;
+
+    fn deref(&self) -> &ServerConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for PooledServer {
+    fn deref_mut(&mut self) -> &mut ServerConnection {
+        &mut self.conn
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum PoolError {
@@ -104,6 +123,10 @@ pub struct Pool {
     pub target: Arc<ServerTarget>,
     inner: bb8::Pool<ServerManager>,
     failures: Arc<ConnectFailures>,
+    /// One permit per connection, handed out first come, first served (tokio's semaphore
+    /// is fair): waiting clients are served in arrival order, which bb8 alone does not
+    /// promise.
+    slots: Arc<Semaphore>,
 }
 
 impl Pool {
@@ -128,6 +151,7 @@ impl Pool {
                 connect_timeout: settings.checkout_timeout,
             });
         Pool {
+            slots: Arc::new(Semaphore::new(settings.size as usize)),
             name,
             settings,
             target,
@@ -149,6 +173,18 @@ impl Pool {
             waited: started.elapsed(),
             size: self.settings.size,
         };
+        let slot = match tokio::time::timeout(
+            self.settings.checkout_timeout,
+            Arc::clone(&self.slots).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) | Err(_) => {
+                metrics::get().checkout_wait.record(started.elapsed());
+                return Err(timeout());
+            }
+        };
         let result = tokio::select! {
             result = self.inner.get_owned() => result.map_err(|e| match e {
                 RunError::User(e) => PoolError::Backend(Arc::new(e)),
@@ -160,7 +196,10 @@ impl Pool {
             }
         };
         metrics::get().checkout_wait.record(started.elapsed());
-        let mut conn = result?;
+        let mut conn = PooledServer {
+            conn: result?,
+            _slot: slot,
+        };
         conn.needs_reset = true;
         Ok(conn)
     }

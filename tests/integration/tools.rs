@@ -47,23 +47,32 @@ async fn pgbench_all_protocol_modes() {
 
 #[tokio::test]
 async fn cancel_reaches_the_running_query() {
-    let proxy = ProxyBuilder::default().start().await;
+    cancel_reaches_the_running_query_in("session").await;
+}
+
+#[tokio::test]
+async fn cancel_reaches_the_running_query_with_transaction_pooling() {
+    cancel_reaches_the_running_query_in("transaction").await;
+}
+
+async fn cancel_reaches_the_running_query_in(mode: &'static str) {
+    let proxy = ProxyBuilder::default().pool_mode(mode).start().await;
     let client = connect(&proxy.app_conn_string()).await;
     let token = client.cancel_token();
     let started = Instant::now();
-    let query = tokio::spawn(async move {
-        client
-            .query("SELECT pg_sleep(10)", &[])
-            .await
-            .map(|_| client)
-    });
+    // Marked per mode: both variants run at once and look for their own statement.
+    let sql = format!("SELECT pg_sleep(10) /* cancel {mode} */");
+    let query = {
+        let sql = sql.clone();
+        tokio::spawn(async move { client.query(&sql, &[]).await.map(|_| client) })
+    };
     // Cancel once the statement is visibly running on the server.
     let admin = primary().superuser_client().await.expect("admin");
     let running = crate::support::eventually(Duration::from_secs(5), || async {
         admin
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(10)' AND state = 'active'",
-                &[],
+                "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'",
+                &[&sql],
             )
             .await
             .map(|r| r.get::<_, i64>(0) == 1)

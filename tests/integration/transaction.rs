@@ -284,3 +284,54 @@ async fn pins_end_when_the_state_is_gone() {
     }
     proxy.shutdown().await;
 }
+
+/// Clients waiting for the only server connection get it in the order they asked.
+#[tokio::test]
+async fn waiting_clients_are_served_in_arrival_order() {
+    let proxy = single_connection_proxy().await;
+    let admin = connect(&primary().superuser_conn_string(DATABASE)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS fifo_log (id serial PRIMARY KEY, who text); \
+             GRANT ALL ON fifo_log TO txn_shared; GRANT ALL ON fifo_log_id_seq TO txn_shared",
+        )
+        .await
+        .expect("setup");
+    let run = std::process::id();
+    // Connect first: logging in also takes the connection for a moment.
+    let mut waiters = Vec::new();
+    for _ in 0..5 {
+        waiters.push(connect(&probe_conn(&proxy, "")).await);
+    }
+    let holder = connect(&probe_conn(&proxy, "")).await;
+    holder
+        .batch_execute("BEGIN; SELECT 1")
+        .await
+        .expect("hold the connection");
+    let mut tasks = Vec::new();
+    for (i, waiter) in waiters.into_iter().enumerate() {
+        let who = format!("{run}-{i}");
+        tasks.push(tokio::spawn(async move {
+            waiter
+                .execute("INSERT INTO fifo_log (who) VALUES ($1)", &[&who])
+                .await
+                .expect("insert after waiting");
+        }));
+        // Make the arrival order unambiguous.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder.batch_execute("COMMIT").await.expect("let go");
+    for task in tasks {
+        task.await.expect("waiter");
+    }
+    let rows = admin
+        .query(
+            "SELECT who FROM fifo_log WHERE who LIKE $1 ORDER BY id",
+            &[&format!("{run}-%")],
+        )
+        .await
+        .expect("log");
+    let order: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let expected: Vec<String> = (0..5).map(|i| format!("{run}-{i}")).collect();
+    assert_eq!(order, expected);
+}
