@@ -20,6 +20,11 @@ step() {
 
 step "format" cargo fmt --all -- --check
 step "clippy" cargo clippy --all-targets -- -D warnings
-step "tests" cargo test --all-targets
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+step "tests" bash -o pipefail -c 'cargo test --all-targets 2>&1 | tee "$1"' _ "$log"
 
 printf '\n==== all steps passed (%ds)\n' "$SECONDS"
+# One closing line over every test binary (the criterion bench, run last, prints none).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
