@@ -186,10 +186,13 @@ impl Statements {
             self.open_batch().push_back(Reply::Client);
             return Flow::Forward;
         }
+        let skip = body.len() + HEADER_LEN;
+        if self.by_client_name.contains_key(name) {
+            return self.parse_existing(name, skip, server);
+        }
         let prepared = Arc::new(prepare(rest));
         self.by_client_name
             .insert(name.to_vec(), Arc::clone(&prepared));
-        let skip = body.len() + HEADER_LEN;
         if server.has(&prepared.name) {
             self.open_batch().push_back(Reply::ParseStandIn);
             return Flow::Replace {
@@ -199,6 +202,19 @@ impl Statements {
         }
         let mut with = BytesMut::new();
         self.add_to_server(&prepared, false, server, &mut with);
+        Flow::Replace { skip, with }
+    }
+
+    /// The client prepares a name it already has: PostgreSQL refuses (42P05) and skips to
+    /// Sync. Let the server say so: make sure the existing statement is there, then Parse
+    /// it again under its proxy name. The client keeps its existing statement.
+    fn parse_existing(&mut self, name: &[u8], skip: usize, server: &mut ServerStatements) -> Flow {
+        let mut with = BytesMut::new();
+        let Some(prepared) = self.ensure(name, server, &mut with) else {
+            return Flow::Forward;
+        };
+        with.extend_from_slice(&prepared.parse);
+        self.open_batch().push_back(Reply::Client);
         Flow::Replace { skip, with }
     }
 
@@ -572,5 +588,26 @@ mod tests {
             client.on_server(b'1', &mut server);
         }
         assert!(client.is_settled());
+    }
+
+    #[test]
+    fn preparing_an_existing_name_gets_the_servers_error() {
+        let mut server = ServerStatements::default();
+        let mut client = Statements::default();
+        let parse = body(&[b"s1\0", QUERY]);
+        client.on_client(b'P', parse.len() + 5, &parse, true, &mut server);
+        client.on_server(b'1', &mut server);
+        let original = client.by_client_name[&b"s1"[..]].parse.to_vec();
+        let again = body(&[b"s1\0", b"SELECT 2\0\0\0"]);
+        let (_, sent) =
+            replaced(client.on_client(b'P', again.len() + 5, &again, true, &mut server));
+        // The existing statement's Parse again: the server answers 42P05.
+        assert_eq!(sent, original);
+        assert_eq!(client.by_client_name[&b"s1"[..]].parse.to_vec(), original);
+        client.on_client(b'S', 5, b"", true, &mut server);
+        client.on_server(b'E', &mut server);
+        client.on_server(b'Z', &mut server);
+        assert!(client.is_settled());
+        assert_eq!(server.len(), 1, "the original statement is still there");
     }
 }

@@ -205,3 +205,35 @@ async fn unnamed_statements_never_cross_clients() {
     assert!(reply.contains("b here"), "{reply:?}");
     proxy.shutdown().await;
 }
+
+/// Preparing a name the client already has fails as on a direct connection (42P05), and
+/// the existing statement keeps working.
+#[tokio::test]
+async fn preparing_an_existing_name_fails_like_postgres() {
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .pool_size(2)
+        .start()
+        .await;
+    let mut client = trust_login(proxy.addr).await;
+    let mut batch = message(b'P', b"dup\0SELECT 'first'\0\0\0");
+    batch.extend(message(b'S', b""));
+    client.write_all(&batch).await.expect("parse");
+    let reply = String::from_utf8_lossy(&read_until_ready(&mut client).await).into_owned();
+    assert!(reply.starts_with('1'), "{reply:?}");
+    let mut batch = message(b'P', b"dup\0SELECT 'second'\0\0\0");
+    batch.extend(message(b'S', b""));
+    client.write_all(&batch).await.expect("parse again");
+    let reply = String::from_utf8_lossy(&read_until_ready(&mut client).await).into_owned();
+    assert!(reply.contains("C42P05"), "{reply:?}");
+    let mut batch = message(b'B', b"\0dup\0\0\0\0\0\0\0");
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    client.write_all(&batch).await.expect("bind");
+    let reply = String::from_utf8_lossy(&read_until_ready(&mut client).await).into_owned();
+    assert!(
+        reply.contains("first") && !reply.contains("second"),
+        "{reply:?}"
+    );
+    proxy.shutdown().await;
+}
