@@ -165,9 +165,6 @@ impl Pool {
     /// The connection comes back marked as needing a reset.
     pub async fn checkout(&self) -> Result<PooledServer, PoolError> {
         let started = Instant::now();
-        let failed = self.failures.notify.notified();
-        tokio::pin!(failed);
-        failed.as_mut().enable();
         let timeout = || PoolError::Timeout {
             pool: self.name.clone(),
             waited: started.elapsed(),
@@ -185,8 +182,17 @@ impl Pool {
                 return Err(timeout());
             }
         };
+        // Subscribed after the slot: only connect failures from now on count for us.
+        let failed = self.failures.notify.notified();
+        tokio::pin!(failed);
+        failed.as_mut().enable();
+        let remaining = self
+            .settings
+            .checkout_timeout
+            .saturating_sub(started.elapsed());
+        let get = tokio::time::timeout(remaining, self.inner.get_owned());
         let result = tokio::select! {
-            result = self.inner.get_owned() => result.map_err(|e| match e {
+            result = get => result.unwrap_or(Err(RunError::TimedOut)).map_err(|e| match e {
                 RunError::User(e) => PoolError::Backend(Arc::new(e)),
                 RunError::TimedOut => timeout(),
             }),

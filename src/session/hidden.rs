@@ -30,6 +30,10 @@ pub fn session_settings_sql(custom: &BTreeSet<String>) -> String {
 /// Session state that keeps a session pinned, counted by kind.
 pub const SESSION_STATE: &str = "SELECT 'temporary objects', count(*)::text \
      FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema() \
+     UNION ALL SELECT 'temporary functions', count(*)::text FROM pg_catalog.pg_proc \
+     WHERE pronamespace = pg_catalog.pg_my_temp_schema() \
+     UNION ALL SELECT 'temporary types', count(*)::text FROM pg_catalog.pg_type \
+     WHERE typnamespace = pg_catalog.pg_my_temp_schema() \
      UNION ALL SELECT 'advisory locks', count(*)::text FROM pg_catalog.pg_locks \
      WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() \
      UNION ALL SELECT 'listen', count(*)::text FROM pg_catalog.pg_listening_channels() \

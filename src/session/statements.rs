@@ -101,6 +101,9 @@ pub struct Statements {
     by_client_name: HashMap<Vec<u8>, Arc<Prepared>>,
     /// The server is in copy-in mode: it ignores Sync, so Syncs open no batch.
     copy_in: bool,
+    /// Syncs sent since the last Execute/Query: if that Execute starts COPY FROM STDIN,
+    /// the server swallows them, and the batches they opened belong to the COPY's.
+    syncs_since_execute: usize,
     /// This session parsed the unnamed statement on the connection it holds now.
     unnamed_here: bool,
     /// ... and has not executed it yet: the connection must stay (it holds that statement).
@@ -115,6 +118,7 @@ impl Default for Statements {
         Statements {
             by_client_name: HashMap::new(),
             copy_in: false,
+            syncs_since_execute: 0,
             unnamed_here: false,
             unnamed_pending: false,
             batches: VecDeque::from([VecDeque::new()]),
@@ -135,7 +139,10 @@ impl Statements {
     ) -> Flow {
         match tag {
             // Too large to read: it goes as it is (the relay pins the session).
-            b'P' if !complete => Flow::Forward,
+            b'P' if !complete => {
+                self.open_batch().push_back(Reply::Client);
+                Flow::Forward
+            }
             b'P' => self.parse(body, server),
             b'B' => match bind_names(body) {
                 None => Flow::NeedMore,
@@ -145,11 +152,13 @@ impl Statements {
             b'D' => self.describe(body, server),
             b'E' => {
                 self.unnamed_pending = false;
+                self.syncs_since_execute = 0;
                 Flow::Forward
             }
             b'C' => self.close(body),
             b'S' if self.copy_in => Flow::Forward,
             b'Q' => {
+                self.syncs_since_execute = 0;
                 // A simple Query destroys the unnamed statement.
                 self.unnamed_here = false;
                 self.unnamed_pending = false;
@@ -157,6 +166,7 @@ impl Statements {
                 Flow::Forward
             }
             b'S' => {
+                self.syncs_since_execute += 1;
                 self.batches.push_back(VecDeque::new());
                 Flow::Forward
             }
@@ -382,8 +392,13 @@ impl Statements {
                 // Syncs sent after the COPY's Execute were swallowed by copy-in mode: the
                 // (empty) batches they opened will get no ReadyForQuery.
                 self.copy_in = true;
-                while self.batches.len() > 2 && self.batches[1].is_empty() {
-                    self.batches.remove(1);
+                for _ in 0..std::mem::take(&mut self.syncs_since_execute) {
+                    if self.batches.len() < 2 {
+                        break;
+                    }
+                    if let Some(next) = self.batches.remove(1) {
+                        self.batches[0].extend(next);
+                    }
                 }
                 Flow::Forward
             }
@@ -609,5 +624,29 @@ mod tests {
         client.on_server(b'Z', &mut server);
         assert!(client.is_settled());
         assert_eq!(server.len(), 1, "the original statement is still there");
+    }
+
+    #[test]
+    fn copy_in_swallowed_sync_keeps_replies_aligned() {
+        let mut server = ServerStatements::default();
+        let mut client = Statements::default();
+        // Bind/Execute/Sync of a COPY: the server swallows this Sync.
+        client.on_client(b'B', 15, b"\0\0\0\0\0\0\0\0\0\0", true, &mut server);
+        client.on_server(b'3', &mut server); // the unnamed guard's Close
+        client.on_client(b'E', 10, b"\0\0\0\0\0", true, &mut server);
+        client.on_client(b'S', 5, b"", true, &mut server);
+        client.on_server(b'G', &mut server);
+        client.on_client(b'c', 5, b"", true, &mut server);
+        client.on_client(b'S', 5, b"", true, &mut server);
+        client.on_server(b'Z', &mut server);
+        assert!(client.is_settled());
+        // The next batch's hidden ParseComplete is matched with the next batch.
+        let parse = body(&[b"s1\0", QUERY]);
+        client.on_client(b'P', parse.len() + 5, &parse, true, &mut server);
+        client.on_client(b'S', 5, b"", true, &mut server);
+        assert_eq!(client.on_server(b'1', &mut server), Flow::Forward);
+        client.on_server(b'Z', &mut server);
+        assert!(client.is_settled());
+        assert_eq!(client.batches.len(), 1);
     }
 }

@@ -23,6 +23,8 @@ pub enum PinReason {
     Unreadable,
     /// The pool is in session mode: every session keeps its connection.
     SessionMode,
+    /// A named prepared statement that changes settings or takes session state.
+    PreparedState,
 }
 
 impl PinReason {
@@ -50,6 +52,7 @@ impl PinReason {
             PinReason::Load => "load",
             PinReason::Unreadable => "unreadable",
             PinReason::SessionMode => "session_mode",
+            PinReason::PreparedState => "prepared_state",
         }
     }
 }
@@ -195,6 +198,17 @@ fn statement_pins(tokens: &[Token]) -> Option<PinReason> {
     if authorization {
         return Some(PinReason::Setting);
     }
+    // set_config with a name that is not a plain literal (a parameter, an E'' string):
+    // the proxy cannot tell which setting to read back.
+    let opaque_set_config = tokens.windows(3).any(|w| {
+        w[0].name()
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"set_config"))
+            && w[1] == Token::Symbol(b'(')
+            && !matches!(w[2], Token::Str(_))
+    });
+    if opaque_set_config {
+        return Some(PinReason::Setting);
+    }
     if first.is_word("listen") {
         return Some(PinReason::Listen);
     }
@@ -311,6 +325,11 @@ mod tests {
             ("SET SESSION AUTHORIZATION bob", Some(PinReason::Setting)),
             ("RESET SESSION AUTHORIZATION", Some(PinReason::Setting)),
             ("DISCARD ALL", None),
+            ("SELECT set_config($1, $2, false)", Some(PinReason::Setting)),
+            (
+                "SELECT set_config(E'app.x', '1', false)",
+                Some(PinReason::Setting),
+            ),
             (
                 "CREATE TEMP TABLE t (x int)",
                 Some(PinReason::TemporaryObject),

@@ -60,7 +60,16 @@ async fn commit_followed_by_terminate_commits() {
 
 #[tokio::test]
 async fn extended_copy_in_leaves_the_session_idle() {
-    let proxy = ProxyBuilder::default().start().await;
+    extended_copy_in_in("session").await;
+}
+
+#[tokio::test]
+async fn extended_copy_in_with_transaction_pooling() {
+    extended_copy_in_in("transaction").await;
+}
+
+async fn extended_copy_in_in(mode: &'static str) {
+    let proxy = ProxyBuilder::default().pool_mode(mode).start().await;
     let client = connect(&proxy.app_conn_string()).await;
     client
         .batch_execute("CREATE TEMP TABLE copied (id int, name text)")
@@ -82,6 +91,18 @@ async fn extended_copy_in_leaves_the_session_idle() {
         .await
         .expect("count");
     assert_eq!(row.get::<_, i64>(0), 1000);
+    // Prepared statements after the COPY: their replies must still line up.
+    for i in 0..5i64 {
+        let stmt = client
+            .prepare("SELECT $1::int8 + 1")
+            .await
+            .expect("prepare after copy");
+        let row = client
+            .query_one(&stmt, &[&i])
+            .await
+            .expect("run after copy");
+        assert_eq!(row.get::<_, i64>(0), i + 1);
+    }
     // An idle session is closed at once on shutdown; one the relay wrongly believes busy
     // would be kept for the whole shutdown_timeout.
     let started = Instant::now();

@@ -65,7 +65,7 @@ impl Relay {
                 }
                 if watching {
                     let found = statement_effects(kind, body, complete && !backslash_strings);
-                    pinned = pinned.or(found.pin);
+                    pinned = stronger_pin(pinned, found.pin);
                     effects.settings |= found.settings;
                     effects.may_clear |= found.may_clear;
                     effects.custom_settings.extend(found.custom_settings);
@@ -83,7 +83,11 @@ impl Relay {
         self.settings_changed |= effects.settings;
         self.custom_settings.extend(effects.custom_settings);
         self.may_unpin |= effects.may_clear;
-        if let (Some(reason), None) = (pinned, self.pin) {
+        let before = self.pin;
+        if let Some(reason) = stronger_pin(self.pin, pinned).filter(|r| Some(*r) != before) {
+            if let Some(old) = before {
+                metrics::unpinned(old);
+            }
             tracing::debug!(
                 reason = reason.as_str(),
                 "session pinned to its server connection"
@@ -177,10 +181,27 @@ fn statement_effects(kind: Frontend, body: &[u8], complete: bool) -> Effects {
         Frontend::FunctionCall => unreadable,
         Frontend::Query => effects::effects(cstr(body).map_or(body, |(sql, _)| sql)),
         Frontend::Parse => match cstr(body) {
-            Some((_, rest)) => effects::effects(cstr(rest).map_or(rest, |(sql, _)| sql)),
+            Some((name, rest)) => {
+                let mut found = effects::effects(cstr(rest).map_or(rest, |(sql, _)| sql));
+                // A named statement runs later, any number of times, seen only as Bind and
+                // Execute: whatever it would do to the session pins it for good.
+                if !name.is_empty() && (found.settings || found.pin.is_some()) {
+                    found.pin = Some(PinReason::PreparedState);
+                }
+                found
+            }
             None => Effects::default(),
         },
         _ => Effects::default(),
+    }
+}
+
+/// Of two pin reasons, the one that cannot end wins over one a state check may end.
+fn stronger_pin(current: Option<PinReason>, new: Option<PinReason>) -> Option<PinReason> {
+    match (current, new) {
+        (Some(c), Some(n)) if c.is_state() && !n.is_state() => Some(n),
+        (None, n) => n,
+        (c, _) => c,
     }
 }
 
