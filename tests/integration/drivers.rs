@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use rust_decimal::Decimal;
 use tokio_postgres::AsyncMessage;
 
@@ -161,14 +160,11 @@ async fn error_inside_transaction_then_rollback_in(mode: &'static str) {
 #[tokio::test]
 async fn notices_reach_the_client() {
     let proxy = ProxyBuilder::default().start().await;
-    let (client, mut connection) =
-        tokio_postgres::connect(&proxy.app_conn_string(), tokio_postgres::NoTls)
-            .await
-            .expect("connect");
+    let (client, mut messages) =
+        crate::support::connect_with_messages(&proxy.app_conn_string()).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = messages.next().await {
+        while let Some(message) = messages.recv().await {
             if let AsyncMessage::Notice(notice) = message {
                 let _ = tx.send((notice.code().code().to_owned(), notice.message().to_owned()));
             }

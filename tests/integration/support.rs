@@ -327,3 +327,25 @@ pub fn pgbench(port: u16, args: &[&str]) -> String {
     assert!(output.status.success(), "pgbench {args:?} failed:\n{text}");
     text
 }
+
+/// Connects tokio-postgres and hands back the asynchronous messages (notices,
+/// notifications) the connection receives.
+pub async fn connect_with_messages(
+    conn_string: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+) {
+    use futures::StreamExt;
+    let (client, mut connection) = tokio_postgres::connect(conn_string, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {conn_string}: {e}"));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            let _ = tx.send(message);
+        }
+    });
+    (client, rx)
+}

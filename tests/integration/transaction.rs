@@ -187,15 +187,11 @@ async fn stateful_sessions_are_pinned() {
 #[tokio::test]
 async fn listen_is_pinned_and_receives_notifications() {
     let proxy = transaction_proxy(3).await;
-    let (client, mut connection) =
-        tokio_postgres::connect(&probe_conn(&proxy, ""), tokio_postgres::NoTls)
-            .await
-            .expect("connect");
+    let (client, mut messages) =
+        crate::support::connect_with_messages(&probe_conn(&proxy, "")).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        use futures::StreamExt;
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = messages.next().await {
+        while let Some(message) = messages.recv().await {
             if let tokio_postgres::AsyncMessage::Notification(n) = message {
                 let _ = tx.send(n.payload().to_owned());
             }

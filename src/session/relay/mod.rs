@@ -183,16 +183,6 @@ impl Relay {
                 }
                 self.detach();
             }
-            tracing::trace!(
-                attached = self.server.is_some(),
-                pending = self.state.pending_ready,
-                status = ?self.state.status,
-                unsynced = self.state.unsynced,
-                from_client = self.from_client.len(),
-                to_server = self.to_server.len(),
-                settled = self.statements.as_ref().is_none_or(Statements::is_settled),
-                "relay waits"
-            );
             if shutting_down && self.is_quiet() {
                 return Ok(End::Shutdown);
             }
