@@ -7,6 +7,7 @@ pub mod localpg;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;
+pub mod router;
 pub mod rules;
 pub mod server;
 pub mod session;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::config::{
-    ClusterConfig, Config, DatabaseConfig, ListenConfig, MetricsConfig, PoolConfig, PoolMode,
-    ReplicaConfig, ServerAddr, TlsConfig, TlsMode,
+    ClusterConfig, Config, Consistency, DatabaseConfig, ListenConfig, MetricsConfig, PoolConfig,
+    PoolMode, ReplicaConfig, RoutingConfig, ServerAddr, TlsConfig, TlsMode,
 };
 use super::duration::parse_duration;
 use super::problem::{child, item, Pos};
@@ -55,6 +55,13 @@ pub(crate) fn build(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Found
         clusters,
         databases,
         users,
+        routing: RoutingConfig {
+            rules: Vec::new(),
+            write_functions: Vec::new(),
+            check_interval: Duration::from_millis(100),
+            fail_after: 1,
+            recover_after: 3,
+        },
     })
 }
 
@@ -176,6 +183,7 @@ impl Builder<'_> {
                         None => 1,
                     },
                     max_lag: self.duration(replica.max_lag.as_ref(), &child(&path, "max_lag")),
+                    max_lag_bytes: None,
                 });
             }
             let config = ClusterConfig { primary, replicas };
@@ -229,6 +237,8 @@ impl Builder<'_> {
                 pool: self.pool(database, &path),
                 // 0 reads as "no cap of its own", like leaving the field out.
                 max_client_connections: database.max_client_connections.filter(|&n| n > 0),
+                consistency: Consistency::default(),
+                include_primary_in_reads: false,
             };
             databases.insert(name.as_str().to_owned(), config);
         }

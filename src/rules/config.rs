@@ -23,6 +23,80 @@ pub struct Config {
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// Keyed by the user name clients log in with.
     pub users: BTreeMap<String, UserConfig>,
+    /// Read/write routing: rules and control-plane settings.
+    pub routing: RoutingConfig,
+}
+
+/// `routing:`: how statements are sent to the primary or replicas.
+#[derive(Clone, Debug)]
+pub struct RoutingConfig {
+    /// Ordered; the first rule that matches a statement decides.
+    pub rules: Vec<RouteRule>,
+    /// Functions (lower-case, unqualified) whose calls make a statement a write, beyond the
+    /// built-in list (nextval, setval, set_config, pg_advisory_*lock*, pg_notify, lo_*, ...).
+    pub write_functions: Vec<String>,
+    /// How often the control plane polls each server's WAL position and health.
+    pub check_interval: std::time::Duration,
+    /// Consecutive failed checks before a replica is taken out of reads.
+    pub fail_after: u32,
+    /// Consecutive good checks before a replica taken out is used again.
+    pub recover_after: u32,
+}
+
+/// One routing rule: a match and what to do with matching statements.
+#[derive(Clone, Debug)]
+pub struct RouteRule {
+    /// `name:` from the file, else `routing.rules[N]`; the label of its hit counter.
+    pub name: String,
+    pub matcher: RuleMatch,
+    pub action: RuleAction,
+}
+
+/// Every condition given must hold; an absent one matches anything.
+#[derive(Clone, Debug, Default)]
+pub struct RuleMatch {
+    pub kinds: Option<Vec<crate::router::StatementKind>>,
+    /// Any table the statement reads or writes (lower-case; `schema.table` or `table`).
+    pub tables: Option<Vec<String>>,
+    pub tables_read: Option<Vec<String>>,
+    pub tables_written: Option<Vec<String>>,
+    /// Searched in the normalized SQL (literals replaced by `?`, keywords lower-case).
+    pub sql: Option<regex::Regex>,
+    pub users: Option<Vec<String>>,
+    pub databases: Option<Vec<String>>,
+    pub application_names: Option<Vec<String>>,
+}
+
+/// What a matching rule does. `block` excludes `route`.
+#[derive(Clone, Debug, Default)]
+pub struct RuleAction {
+    pub route: Option<crate::router::RouteTarget>,
+    /// Refuse the statement with this message (SQLSTATE 42501).
+    pub block: Option<String>,
+    /// statement_timeout for the statement.
+    pub timeout: Option<std::time::Duration>,
+    /// Result-cache policy (used by the result cache; validated now).
+    pub cache: Option<CachePolicy>,
+}
+
+/// `cache:` on a rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Never cache matching statements.
+    Never,
+    /// Cache results for this long.
+    Ttl(std::time::Duration),
+}
+
+/// `consistency:` of a database: what reads may see after the session's own writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Read-your-writes: after a commit, reads go only to replicas that replayed it.
+    #[default]
+    Session,
+    /// Reads go to any usable replica.
+    Eventual,
 }
 
 #[derive(Clone, Debug)]
@@ -109,6 +183,8 @@ pub struct ReplicaConfig {
     pub weight: u32,
     /// Replication lag beyond which the replica gets no reads; `None` = never excluded for lag.
     pub max_lag: Option<Duration>,
+    /// The same limit in bytes of WAL not yet replayed; `None` = no limit.
+    pub max_lag_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +196,9 @@ pub struct DatabaseConfig {
     pub pool: PoolConfig,
     /// Client connections to this database at once; `None` = only the global cap applies.
     pub max_client_connections: Option<usize>,
+    pub consistency: Consistency,
+    /// Reads may also go to the primary, as one more replica (weight 1).
+    pub include_primary_in_reads: bool,
 }
 
 #[derive(Clone, Debug)]

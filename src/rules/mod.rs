@@ -19,8 +19,9 @@ mod users;
 mod tests;
 
 pub use config::{
-    AuthMethod, ClientSecret, ClusterConfig, Config, DatabaseConfig, ListenConfig, MetricsConfig,
-    PoolConfig, PoolMode, ReplicaConfig, ServerAddr, TlsConfig, TlsMode, UserConfig,
+    AuthMethod, CachePolicy, ClientSecret, ClusterConfig, Config, Consistency, DatabaseConfig,
+    ListenConfig, MetricsConfig, PoolConfig, PoolMode, ReplicaConfig, RouteRule, RoutingConfig,
+    RuleAction, RuleMatch, ServerAddr, TlsConfig, TlsMode, UserConfig,
 };
 pub use duration::{parse_duration, DurationError};
 pub use load::{load, load_str};
