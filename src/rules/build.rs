@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::config::{
-    ClusterConfig, Config, Consistency, DatabaseConfig, ListenConfig, MetricsConfig, PoolConfig,
-    PoolMode, ReplicaConfig, RoutingConfig, ServerAddr, TlsConfig, TlsMode,
+    ClusterConfig, Config, DatabaseConfig, ListenConfig, MetricsConfig, PoolConfig, PoolMode,
+    ReplicaConfig, ServerAddr, TlsConfig, TlsMode, UserConfig,
 };
 use super::duration::parse_duration;
 use super::problem::{child, item, Pos};
@@ -42,9 +42,10 @@ pub(crate) fn build(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Found
         address: b.socket_addr(&metrics.address, "metrics.address"),
     });
     let tls = b.tls(raw.tls.as_ref());
-    let clusters = b.clusters(&raw.clusters);
-    let databases = b.databases(&raw.databases, &clusters);
     let users = b.users(&raw.users);
+    let clusters = b.clusters(&raw.clusters, &users);
+    let databases = b.databases(&raw.databases, &clusters);
+    let routing = b.routing(raw.routing.as_ref(), &users, &databases);
     if !b.problems.is_empty() {
         return Err(b.problems);
     }
@@ -55,13 +56,7 @@ pub(crate) fn build(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Found
         clusters,
         databases,
         users,
-        routing: RoutingConfig {
-            rules: Vec::new(),
-            write_functions: Vec::new(),
-            check_interval: Duration::from_millis(100),
-            fail_after: 1,
-            recover_after: 3,
-        },
+        routing,
     })
 }
 
@@ -163,6 +158,7 @@ impl Builder<'_> {
     fn clusters(
         &mut self,
         raw: &Spanned<BTreeMap<Name, RawCluster>>,
+        users: &BTreeMap<String, UserConfig>,
     ) -> BTreeMap<String, ClusterConfig> {
         let mut clusters = BTreeMap::new();
         for (name, cluster) in &raw.value {
@@ -183,13 +179,39 @@ impl Builder<'_> {
                         None => 1,
                     },
                     max_lag: self.duration(replica.max_lag.as_ref(), &child(&path, "max_lag")),
-                    max_lag_bytes: None,
+                    max_lag_bytes: replica
+                        .max_lag_bytes
+                        .as_ref()
+                        .map(|bytes| self.at_least_one(bytes, &child(&path, "max_lag_bytes"))),
                 });
             }
-            let config = ClusterConfig { primary, replicas };
+            let monitor_user = self.monitor_user(cluster, &path, users);
+            let config = ClusterConfig {
+                primary,
+                replicas,
+                monitor_user,
+            };
             clusters.insert(name.as_str().to_owned(), config);
         }
         clusters
+    }
+
+    /// The user whose server credentials health and lag checks use: as written (and defined),
+    /// else the first user by name.
+    fn monitor_user(
+        &mut self,
+        raw: &RawCluster,
+        path: &str,
+        users: &BTreeMap<String, UserConfig>,
+    ) -> String {
+        let Some(user) = &raw.monitor_user else {
+            return users.keys().next().cloned().unwrap_or_default();
+        };
+        if !users.contains_key(&user.value) {
+            let message = format!("user {:?} is not defined", user.value);
+            self.report(at(user), child(path, "monitor_user"), message);
+        }
+        user.value.clone()
     }
 
     fn server(&mut self, raw: &RawServer, path: &str) -> ServerAddr {
@@ -237,8 +259,11 @@ impl Builder<'_> {
                 pool: self.pool(database, &path),
                 // 0 reads as "no cap of its own", like leaving the field out.
                 max_client_connections: database.max_client_connections.filter(|&n| n > 0),
-                consistency: Consistency::default(),
-                include_primary_in_reads: false,
+                consistency: database
+                    .consistency
+                    .as_ref()
+                    .map_or_else(Default::default, |consistency| consistency.value),
+                include_primary_in_reads: database.include_primary_in_reads.unwrap_or(false),
             };
             databases.insert(name.as_str().to_owned(), config);
         }
@@ -304,7 +329,11 @@ impl Builder<'_> {
         raw.value.clone()
     }
 
-    fn at_least_one<T: Copy + PartialEq + Default>(&mut self, raw: &Spanned<T>, path: &str) -> T {
+    pub(super) fn at_least_one<T: Copy + PartialEq + Default>(
+        &mut self,
+        raw: &Spanned<T>,
+        path: &str,
+    ) -> T {
         if raw.value == T::default() {
             self.report(at(raw), path, "must be at least 1");
         }
@@ -312,7 +341,11 @@ impl Builder<'_> {
     }
 
     /// A duration if one is written and valid; `None` when absent (or reported invalid).
-    fn duration(&mut self, raw: Option<&Spanned<String>>, path: &str) -> Option<Duration> {
+    pub(super) fn duration(
+        &mut self,
+        raw: Option<&Spanned<String>>,
+        path: &str,
+    ) -> Option<Duration> {
         let raw = raw?;
         match parse_duration(&raw.value) {
             Ok(duration) => Some(duration),

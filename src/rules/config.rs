@@ -157,6 +157,9 @@ impl fmt::Display for TlsMode {
 pub struct ClusterConfig {
     pub primary: ServerAddr,
     pub replicas: Vec<ReplicaConfig>,
+    /// Key of `Config::users` whose server credentials health and lag checks log in with
+    /// (checked at load; default: the first user by name).
+    pub monitor_user: String,
 }
 
 /// A PostgreSQL server's host (name or IP) and port.

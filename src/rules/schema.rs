@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::config::{AuthMethod, PoolMode, TlsMode};
+use super::config::{AuthMethod, Consistency, PoolMode, TlsMode};
+use super::list::OneOrMany;
 use super::secret::Secret;
+use crate::router::{RouteTarget, StatementKind};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +21,7 @@ pub(crate) struct RawConfig {
     pub clusters: Spanned<BTreeMap<Name, RawCluster>>,
     pub databases: Spanned<BTreeMap<Name, RawDatabase>>,
     pub users: Spanned<BTreeMap<Name, RawUser>>,
+    pub routing: Option<RawRouting>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +52,7 @@ pub(crate) struct RawCluster {
     pub primary: RawServer,
     #[serde(default)]
     pub replicas: Vec<RawReplica>,
+    pub monitor_user: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +69,7 @@ pub(crate) struct RawReplica {
     pub port: Spanned<u16>,
     pub weight: Option<Spanned<u32>>,
     pub max_lag: Option<Spanned<String>>,
+    pub max_lag_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +84,8 @@ pub(crate) struct RawDatabase {
     pub idle_timeout: Option<Spanned<String>>,
     pub max_lifetime: Option<Spanned<String>>,
     pub max_client_connections: Option<usize>,
+    pub consistency: Option<Spanned<Consistency>>,
+    pub include_primary_in_reads: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +96,53 @@ pub(crate) struct RawUser {
     pub scram_verifier: Option<Spanned<Secret>>,
     pub server_user: Option<Spanned<String>>,
     pub server_password: Option<Spanned<Secret>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouting {
+    pub check_interval: Option<Spanned<String>>,
+    pub fail_after: Option<Spanned<u32>>,
+    pub recover_after: Option<Spanned<u32>>,
+    pub write_functions: Option<Spanned<Vec<Spanned<String>>>>,
+    pub rules: Option<Spanned<Vec<Spanned<RawRule>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub name: Option<Spanned<String>>,
+    /// Optional here so that its absence gets a message saying how to match everything.
+    #[serde(rename = "match")]
+    pub matcher: Option<Spanned<RawMatch>>,
+    pub route: Option<Spanned<RouteTarget>>,
+    pub block: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub cache: Option<Spanned<RawCache>>,
+}
+
+/// A list-valued condition: one value or a list, as written.
+pub(crate) type RawList<T> = Option<Spanned<OneOrMany<T>>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMatch {
+    pub kind: RawList<StatementKind>,
+    pub tables: RawList<String>,
+    pub tables_read: RawList<String>,
+    pub tables_written: RawList<String>,
+    pub sql: Option<Spanned<String>>,
+    pub user: RawList<String>,
+    pub database: RawList<String>,
+    pub application_name: RawList<String>,
+}
+
+/// `cache: never` or `cache: { ttl: 60s }`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawCache {
+    Never,
+    Ttl(Spanned<String>),
 }
 
 /// A map key (cluster, database or user name) with its location; ordered by text only,

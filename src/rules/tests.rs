@@ -350,7 +350,8 @@ fn parse_errors_have_location_and_path() {
     let duplicate = format!("{head}{primary}{tail}  app: {{ auth: trust }}\n");
     let syntax = "listen:\n  address: \"127.0.0.1:6432\n  max_client_connections: 5\n".to_owned();
     let db_fields = "cluster, server_database, pool_mode, pool_size, min_idle, \
-                     checkout_timeout, idle_timeout, max_lifetime, max_client_connections";
+                     checkout_timeout, idle_timeout, max_lifetime, max_client_connections, \
+                     consistency, include_primary_in_reads";
     let cases = [
         (
             unknown_database_field,
