@@ -19,6 +19,8 @@ mod secret;
 mod users;
 
 #[cfg(test)]
+mod routing_tests;
+#[cfg(test)]
 mod tests;
 
 pub use config::{
