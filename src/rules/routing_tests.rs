@@ -270,3 +270,24 @@ fn routing_parse_errors_have_location_and_path() {
         assert_eq!(problems(&yaml), [expected], "{yaml}");
     }
 }
+
+/// Every file in `rules/examples/` is a complete, valid rules file.
+#[test]
+fn examples_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/examples");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("rules/examples exists") {
+        let path = entry.expect("directory entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).expect("readable example");
+            let env = |name: &str| name.starts_with("PGSTRATA_").then(|| "pw".to_owned());
+            if let Err(errors) = load_str(&text, &path, &env) {
+                panic!("{errors}");
+            }
+            names.push(path.file_name().map(|n| n.to_string_lossy().into_owned()));
+        }
+    }
+    names.sort();
+    let expected = ["firewall.yaml", "reporting-to-replicas.yaml"].map(|n| Some(n.to_owned()));
+    assert_eq!(names, expected);
+}

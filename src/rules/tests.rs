@@ -63,10 +63,18 @@ fn example_file_loads() {
         (app.cluster.as_str(), app.server_database.as_str()),
         ("main", "app")
     );
-    assert_eq!(app.pool.mode, PoolMode::Session);
+    assert_eq!(app.pool.mode, PoolMode::Transaction);
     assert_eq!((app.pool.size, app.pool.min_idle), (20, 0));
     assert_eq!(app.pool.idle_timeout, Some(Duration::from_secs(600)));
     assert_eq!(app.max_client_connections, None);
+    assert_eq!(app.consistency, Consistency::Session);
+    assert!(!app.include_primary_in_reads);
+    assert_eq!(main.monitor_user, "app");
+    assert_eq!(main.replicas[0].max_lag_bytes, Some(16 << 20));
+    let routing = &config.routing;
+    assert_eq!(routing.write_functions, ["audit_log", "bump"]);
+    let names: Vec<&str> = routing.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["no-unbounded-delete", "reports-on-replicas"]);
 
     let user = &config.users["app"];
     assert_eq!(user.auth, AuthMethod::ScramSha256);
