@@ -16,6 +16,10 @@ pub struct Metrics {
     pub transaction_duration: Histogram,
     pub checkout_wait: Histogram,
     pub server_connections_dropped: Counter,
+    /// `pgstrata_rules_reloads_total{result="ok"}`.
+    pub rules_reloads_ok: Counter,
+    /// `pgstrata_rules_reloads_total{result="error"}`: refused, the running rules stay.
+    pub rules_reloads_error: Counter,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -32,6 +36,8 @@ pub fn get() -> &'static Metrics {
         transaction_duration: histogram!("pgstrata_transaction_duration_seconds"),
         checkout_wait: histogram!("pgstrata_pool_checkout_wait_seconds"),
         server_connections_dropped: counter!("pgstrata_server_connections_dropped_total"),
+        rules_reloads_ok: counter!("pgstrata_rules_reloads_total", "result" => "ok"),
+        rules_reloads_error: counter!("pgstrata_rules_reloads_total", "result" => "error"),
     })
 }
 

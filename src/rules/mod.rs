@@ -1,6 +1,7 @@
 //! The rules: pgstrata's YAML configuration (listen address, TLS, clusters, databases, users).
 //! `load` reads a file, substitutes `${VAR}`s, parses, validates and returns a `Config`, or
-//! every problem found as `file:line:column: yaml.path: message`.
+//! every problem found as `file:line:column: yaml.path: message`; `watch` reloads it on
+//! SIGHUP or when it changes.
 
 mod build;
 mod columns;
@@ -12,6 +13,7 @@ mod load;
 mod matcher;
 mod outline;
 mod problem;
+mod reload;
 mod routing;
 mod schema;
 mod scram;
@@ -31,5 +33,6 @@ pub use config::{
 pub use duration::{parse_duration, DurationError};
 pub use load::{load, load_str};
 pub use problem::{ConfigErrors, Problem};
+pub use reload::{reload_once, store_into, watch};
 pub use scram::ScramVerifier;
 pub use secret::Secret;
