@@ -8,6 +8,7 @@ mod lifecycle;
 mod limits;
 mod prepared;
 mod psql;
+mod reload;
 mod security;
 mod support;
 mod tools;
