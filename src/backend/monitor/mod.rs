@@ -79,26 +79,7 @@ pub fn spawn_with(
     routing: &RoutingConfig,
     options: MonitorOptions,
 ) -> (Arc<ClusterHealth>, MonitorHandle) {
-    let thresholds = Thresholds {
-        fail_after: routing.fail_after,
-        recover_after: routing.recover_after,
-    };
-    let server = |role, addr: &crate::rules::ServerAddr, weight| {
-        Arc::new(ServerHealth::new(
-            name,
-            role,
-            addr.clone(),
-            weight,
-            thresholds,
-        ))
-    };
-    let primary = server(Role::Primary, &cluster.primary, 1);
-    let replicas = cluster
-        .replicas
-        .iter()
-        .map(|replica| server(Role::Replica, &replica.server, replica.weight))
-        .collect();
-    let health = Arc::new(ClusterHealth::new(name, primary, replicas));
+    let health = unchecked_health(name, cluster, routing);
     let schedule = Schedule {
         interval: routing.check_interval.max(Duration::from_millis(1)),
         timeout: routing.check_interval.max(MIN_CHECK_TIMEOUT),
@@ -139,4 +120,32 @@ pub fn spawn_with(
         "health monitor started"
     );
     (health, MonitorHandle { _tasks: tasks })
+}
+
+/// The health of every server of `cluster`, none checked yet.
+fn unchecked_health(
+    name: &str,
+    cluster: &ClusterConfig,
+    routing: &RoutingConfig,
+) -> Arc<ClusterHealth> {
+    let thresholds = Thresholds {
+        fail_after: routing.fail_after,
+        recover_after: routing.recover_after,
+    };
+    let server = |role, addr: &crate::rules::ServerAddr, weight| {
+        Arc::new(ServerHealth::new(
+            name,
+            role,
+            addr.clone(),
+            weight,
+            thresholds,
+        ))
+    };
+    let primary = server(Role::Primary, &cluster.primary, 1);
+    let replicas = cluster
+        .replicas
+        .iter()
+        .map(|replica| server(Role::Replica, &replica.server, replica.weight))
+        .collect();
+    Arc::new(ClusterHealth::new(name, primary, replicas))
 }
