@@ -65,6 +65,37 @@ pub fn server_connections(pool: &str, active: u32, idle: u32) {
     gauge!("pgstrata_server_connections", "pool" => pool, "state" => "idle").set(f64::from(idle));
 }
 
+/// Handles for one replica's health, registered once when its monitor starts. The labels
+/// are the cluster name and the configured `host:port`: closed sets from the rules.
+pub struct ReplicaMetrics {
+    pub lag_seconds: Gauge,
+    pub lag_bytes: Gauge,
+    /// 1 while the replica gets reads, else 0.
+    pub usable: Gauge,
+    pub became_usable: Counter,
+    pub became_unusable: Counter,
+}
+
+/// Registers the handles of replica `replica` (`host:port`) of cluster `cluster`.
+pub fn replica(cluster: &str, replica: &str) -> ReplicaMetrics {
+    let labels = [
+        ("cluster", cluster.to_owned()),
+        ("replica", replica.to_owned()),
+    ];
+    let change = |to: &'static str| {
+        let mut labels = labels.to_vec();
+        labels.push(("to", to.to_owned()));
+        counter!("pgstrata_replica_state_changes_total", &labels)
+    };
+    ReplicaMetrics {
+        lag_seconds: gauge!("pgstrata_replica_lag_seconds", &labels),
+        lag_bytes: gauge!("pgstrata_replica_lag_bytes", &labels),
+        usable: gauge!("pgstrata_replica_usable", &labels),
+        became_usable: change("usable"),
+        became_unusable: change("unusable"),
+    }
+}
+
 /// Installs the Prometheus exporter with an HTTP listener serving `/metrics`.
 /// Only the first call in a process installs; later calls report that result.
 pub fn install_exporter(address: SocketAddr) -> Result<(), String> {

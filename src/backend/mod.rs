@@ -3,9 +3,13 @@
 pub mod cancel;
 pub mod connection;
 pub mod error;
+pub mod monitor;
 pub mod pool;
 
 pub use cancel::{CancelKey, CancelRegistry, CancelTarget};
 pub use connection::{ServerConnection, ServerKey, ServerTarget};
 pub use error::BackendError;
+pub use monitor::{
+    ClusterHealth, Lsn, MonitorCredentials, MonitorHandle, MonitorOptions, ServerHealth,
+};
 pub use pool::{Pool, PoolError, PooledServer, Pools};

@@ -6,6 +6,7 @@ mod drivers;
 mod edges;
 mod lifecycle;
 mod limits;
+mod monitor;
 mod prepared;
 mod psql;
 mod reload;
