@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
 # Performance comparison: pgbench select-only against PostgreSQL directly,
-# through pgstrata and through PgBouncer, alternating targets round by round,
-# then a markdown table of median TPS, ratio to direct and proxy CPU per
-# transaction.
+# through pgstrata, PgBouncer and Pgpool-II, alternating targets round by
+# round, then a markdown table of median TPS, ratio to direct and proxy CPU
+# per transaction. With REPLICA=1 the script also runs a streaming replica and
+# reports which share of the statements each target sent to the primary.
+#
+# Presets:
+#   quick check       BENCH_SECONDS=3 ROUNDS=1 CLIENTS=16 benches/pgbench.sh
+#   read scaling      REPLICA=1 TARGETS="direct pgstrata pgpool" MODES=prepared CLIENTS=64 \
+#                     POOL_MODE=transaction benches/pgbench.sh
 #
 # Knobs (environment):
 #   ROUNDS=3                rounds per (mode, clients); target order rotates
 #   BENCH_SECONDS=10        length of each pgbench run
 #   CLIENTS="1 16 64"       client counts
 #   MODES="simple prepared" pgbench -M protocols (simple|extended|prepared)
-#   TARGETS="direct pgstrata pgbouncer"
-#   POOL_MODE=session       session|transaction, for both proxies
-#   POOL_SIZE=64            server connections per pool, for both proxies
+#   TARGETS="direct pgstrata pgbouncer"   any of: direct pgstrata pgbouncer pgpool
+#   POOL_MODE=session       session|transaction, for pgstrata and PgBouncer
+#                           (Pgpool-II always pools per session)
+#   POOL_SIZE=64            server connections per pool, for pgstrata and PgBouncer
+#   REPLICA=0               1: also start a streaming replica (pg_basebackup -R);
+#                           pgstrata and Pgpool-II get it as a read replica, `direct`
+#                           and PgBouncer stay on the primary. Both servers then load
+#                           pg_stat_statements, and the table's "primary share %"
+#                           column counts where each run's statements ran
 #   THREADS=2               pgbench -j (capped at the client count)
 #   SCALE=10                pgbench -i scale
 #   WARMUP_SECONDS=2        one warm-up run per target before measuring (0: none)
@@ -22,6 +34,9 @@
 #   KEEP_TMP=1              keep the temp dir (logs, configs) after exit
 #
 # Runs as root (servers then run as the `postgres` OS user) or as a normal user.
+# As root it installs PgBouncer and Pgpool-II from Debian when they are missing
+# (and stops the system service the pgpool2 package may start); every server
+# runs from the temp dir with its own ports, sockets and pid files.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +54,7 @@ WARMUP_SECONDS="${WARMUP_SECONDS:-2}"
 SERVER_AUTH="${SERVER_AUTH:-scram-sha-256}"
 RESULTS_CSV="${RESULTS_CSV:-}"
 KEEP_TMP="${KEEP_TMP:-0}"
+REPLICA="${REPLICA:-0}"
 
 BENCH_USER=bench
 BENCH_PASSWORD=bench-secret
@@ -59,8 +75,9 @@ check_knobs() {
         [[ "$m" =~ ^(simple|extended|prepared)$ ]] || die "unknown mode '$m' in MODES"
     done
     for t in $TARGETS; do
-        [[ "$t" =~ ^(direct|pgstrata|pgbouncer)$ ]] || die "unknown target '$t' in TARGETS"
+        [[ "$t" =~ ^(direct|pgstrata|pgbouncer|pgpool)$ ]] || die "unknown target '$t' in TARGETS"
     done
+    [[ "$REPLICA" == 0 || "$REPLICA" == 1 ]] || die "REPLICA must be 0 or 1, not '$REPLICA'"
     for n in "$ROUNDS" "$BENCH_SECONDS" "$POOL_SIZE" "$THREADS" "$SCALE" "$WARMUP_SECONDS" $CLIENTS; do
         [[ "$n" =~ ^[0-9]+$ ]] || die "expected a number, got '$n'"
     done
@@ -83,15 +100,37 @@ find_pg_bin() {
     fi
 }
 
+# apt-get install, with an `apt-get update` first only when the lists are stale.
+apt_install() {
+    [[ $EUID -eq 0 ]] || die "$1 not installed (apt-get install $1)"
+    log "installing $1 from Debian"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends "$1" >/dev/null 2>&1 || {
+        apt-get update -q >/dev/null
+        apt-get install -y -q --no-install-recommends "$1" >/dev/null
+    }
+}
+
 ensure_pgbouncer() {
     command -v pgbouncer >/dev/null && return
     [[ -x /usr/sbin/pgbouncer ]] && { PATH="$PATH:/usr/sbin"; return; }
-    [[ $EUID -eq 0 ]] || die "pgbouncer not installed (apt-get install pgbouncer)"
-    log "installing pgbouncer"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends pgbouncer >/dev/null
+    apt_install pgbouncer
     command -v pgbouncer >/dev/null || PATH="$PATH:/usr/sbin"
+}
+
+# The pgpool2 package enables a system service on /etc/pgpool2; we run our own
+# instance from the temp dir, so a service the install started is stopped again.
+ensure_pgpool() {
+    command -v pgpool >/dev/null && return
+    [[ -x /usr/sbin/pgpool ]] && { PATH="$PATH:/usr/sbin"; return; }
+    apt_install pgpool2
+    command -v pgpool >/dev/null || PATH="$PATH:/usr/sbin"
+    if [[ -d /run/systemd/system ]]; then
+        systemctl disable --now pgpool2 >/dev/null 2>&1 || true
+    elif [[ -x /etc/init.d/pgpool2 ]] && /etc/init.d/pgpool2 status >/dev/null 2>&1; then
+        log "stopping the pgpool2 system service the package started"
+        /etc/init.d/pgpool2 stop >/dev/null 2>&1 || true
+    fi
 }
 
 ensure_pgstrata() {
@@ -105,6 +144,16 @@ ensure_pgstrata() {
 }
 
 # ---------------------------------------------------------------- helpers
+
+# The checkout a pgstrata binary comes from (.../target/release/pgstrata lives
+# in its work tree): its commit, and whether src/ had uncommitted changes.
+pgstrata_revision() {
+    local tree rev dirty=""
+    tree="$(cd "$(dirname "$PGSTRATA_BIN")/../.." 2>/dev/null && pwd)" || tree="$repo"
+    rev="$(git -C "$tree" rev-parse --short HEAD 2>/dev/null)" || { echo "checkout unknown"; return; }
+    git -C "$tree" diff --quiet HEAD -- src 2>/dev/null || dirty=" + uncommitted changes in src/"
+    echo "checkout at $rev$dirty"
+}
 
 # Run a server-side command as the postgres OS user when we are root
 # (PostgreSQL and PgBouncer both refuse to run as root).
@@ -150,22 +199,56 @@ wait_ready() {
     die "$name on port $port did not become ready"
 }
 
-# utime + stime of a process, in clock ticks. The command name in field 2 may
-# hold spaces, so fields are counted after its closing parenthesis.
-cpu_ticks() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || { echo 0; return; }
-    stat="${stat##*) }"
-    awk '{ print $12 + $13 }' <<<"$stat"
+# One line "pid ticks" for a process and each of its descendants, ticks being
+# utime + stime + cutime + cstime: children that exited and were waited for
+# still count. The command name in field 2 may hold spaces, so fields are
+# counted after its closing parenthesis.
+process_tree_ticks() {
+    # cat skips (and reports) processes that exit while the glob is read.
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
+        {
+            pid = $1; rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " ")
+            parent[pid] = f[2]; ticks[pid] = f[12] + f[13] + f[14] + f[15]
+        }
+        END {
+            if (!(root in parent)) exit
+            inside[root] = 1
+            do {
+                grew = 0
+                for (p in parent) if (!(p in inside) && (parent[p] in inside)) { inside[p] = 1; grew = 1 }
+            } while (grew)
+            for (p in inside) print p, ticks[p]
+        }'
 }
+
+process_tree() { process_tree_ticks "$1" | awk '{ print $1 }'; }
+
+# CPU time of a proxy in clock ticks, all its processes together: Pgpool-II
+# forks one process per client; pgstrata and PgBouncer are one process.
+cpu_ticks() { process_tree_ticks "$1" | awk '{ sum += $2 } END { print sum + 0 }'; }
 
 # ---------------------------------------------------------------- servers
 
 tmp=""
 pg_started=0
+replica_started=0
 pgbouncer_pid=""
 pgstrata_pid=""
+pgpool_pid=""
+pgpool_launcher_pid=""
 pgbench_pid=""
+
+# Stop a process with signal $2; if it does not go within 10 s, kill it and
+# everything it had forked.
+stop_process() {
+    local pid="$1" signal="$2" tree
+    kill -0 "$pid" 2>/dev/null || return 0
+    tree="$(process_tree "$pid")"
+    kill "-$signal" "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    # shellcheck disable=SC2086 # one pid per word
+    kill -KILL $tree 2>/dev/null
+}
 
 cleanup() {
     local rc=$?
@@ -174,16 +257,18 @@ cleanup() {
         kill -TERM "$pgbench_pid" 2>/dev/null
         wait "$pgbench_pid" 2>/dev/null
     fi
-    if [[ -n "$pgstrata_pid" ]] && kill -0 "$pgstrata_pid" 2>/dev/null; then
-        kill -TERM "$pgstrata_pid"
-        for _ in $(seq 1 100); do kill -0 "$pgstrata_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pgstrata_pid" 2>/dev/null
+    if [[ -n "$pgstrata_pid" ]]; then
+        stop_process "$pgstrata_pid" TERM
         wait "$pgstrata_pid" 2>/dev/null
     fi
-    if [[ -n "$pgbouncer_pid" ]] && kill -0 "$pgbouncer_pid" 2>/dev/null; then
-        kill -INT "$pgbouncer_pid"   # SIGINT: immediate shutdown
-        for _ in $(seq 1 50); do kill -0 "$pgbouncer_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pgbouncer_pid" 2>/dev/null
+    [[ -n "$pgbouncer_pid" ]] && stop_process "$pgbouncer_pid" INT # SIGINT: immediate shutdown
+    [[ -n "$pgpool_pid" ]] && stop_process "$pgpool_pid" INT       # SIGINT: fast shutdown
+    if [[ -n "$pgpool_launcher_pid" ]]; then
+        kill -TERM "$pgpool_launcher_pid" 2>/dev/null
+        wait "$pgpool_launcher_pid" 2>/dev/null
+    fi
+    if [[ $replica_started -eq 1 ]]; then
+        as_server_user "$PG_BIN/pg_ctl" -D "$tmp/replica" stop -m fast -w >/dev/null 2>&1
     fi
     if [[ $pg_started -eq 1 ]]; then
         as_server_user "$PG_BIN/pg_ctl" -D "$tmp/pgdata" stop -m fast -w >/dev/null 2>&1
@@ -205,34 +290,102 @@ make_tmp() {
     mkdir -p "$tmp/runs"
 }
 
+max_clients() {
+    local max=1 c
+    for c in $CLIENTS; do ((c > max)) && max=$c; done
+    echo "$max"
+}
+
+# SQL as the postgres superuser over the Unix socket (trusted) on a port.
+psql_admin() {
+    local port="$1" db="$2"
+    shift 2
+    "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$tmp" -p "$port" -U postgres -d "$db" "$@"
+}
+
 start_postgres() {
     pg_port="$(free_port)"
     log "initdb + start PostgreSQL on 127.0.0.1:$pg_port ($PG_BIN)"
     as_server_user "$PG_BIN/initdb" -D "$tmp/pgdata" -U postgres -E UTF8 --no-locale \
         --auth-local=trust --auth-host="$SERVER_AUTH" >"$tmp/initdb.log" 2>&1 ||
         { tail -n 20 "$tmp/initdb.log" >&2; die "initdb failed"; }
+    # Room for every target's connections at once: direct, one per Pgpool-II
+    # child, and the two pools, with a margin for checks and psql.
+    local connections=$((3 * $(max_clients) + 2 * POOL_SIZE + 20))
+    ((connections > 300)) || connections=300
     cat >>"$tmp/pgdata/postgresql.conf" <<EOF
 
 # pgstrata bench settings
 port = $pg_port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$tmp'
-max_connections = 300
+max_connections = $connections
 shared_buffers = 128MB
 fsync = off
 synchronous_commit = off
 EOF
+    # Statement counts per server show where reads went. pg_stat_database lags
+    # behind: an idle pooled backend flushes its counters only up to 10 s
+    # later, while pg_stat_statements counts at the end of each statement.
+    if [[ "$REPLICA" == 1 ]]; then
+        cat >>"$tmp/pgdata/postgresql.conf" <<EOF
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track_utility = off
+EOF
+    fi
     as_server_user "$PG_BIN/pg_ctl" -D "$tmp/pgdata" -l "$tmp/postgres.log" -w -t 60 start >/dev/null ||
         { tail -n 20 "$tmp/postgres.log" >&2; die "PostgreSQL did not start"; }
     pg_started=1
-    "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$tmp" -p "$pg_port" -U postgres -d postgres <<EOF
+    psql_admin "$pg_port" postgres <<EOF
 CREATE ROLE $BENCH_USER LOGIN PASSWORD '$BENCH_PASSWORD';
 CREATE DATABASE $BENCH_DB OWNER $BENCH_USER;
 EOF
+    if [[ "$REPLICA" == 1 ]]; then
+        psql_admin "$pg_port" "$BENCH_DB" -c 'CREATE EXTENSION pg_stat_statements'
+    fi
+}
+
+init_bench_data() {
     log "pgbench -i -s $SCALE"
     "$PG_BIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$pg_port" -U "$BENCH_USER" "$BENCH_DB" \
         >"$tmp/pgbench-init.log" 2>&1 ||
         { tail -n 20 "$tmp/pgbench-init.log" >&2; die "pgbench -i failed"; }
+}
+
+# A hot standby of the primary, taken before pgbench -i so that the data
+# reaches it by streaming replication.
+start_replica() {
+    replica_port="$(free_port)"
+    log "pg_basebackup -R + start the streaming replica on 127.0.0.1:$replica_port"
+    as_server_user "$PG_BIN/pg_basebackup" -h "$tmp" -p "$pg_port" -U postgres \
+        -D "$tmp/replica" -R -X stream -c fast >"$tmp/basebackup.log" 2>&1 ||
+        { tail -n 20 "$tmp/basebackup.log" >&2; die "pg_basebackup failed"; }
+    # The copied postgresql.conf names the primary's port; the last setting wins.
+    printf '\n# replica\nport = %s\nhot_standby = on\n' "$replica_port" |
+        as_server_user tee -a "$tmp/replica/postgresql.conf" >/dev/null
+    as_server_user "$PG_BIN/pg_ctl" -D "$tmp/replica" -l "$tmp/replica.log" -w -t 60 start >/dev/null ||
+        { tail -n 20 "$tmp/replica.log" >&2; die "the replica did not start"; }
+    replica_started=1
+    [[ "$(psql_admin "$replica_port" postgres -Atc 'SELECT pg_is_in_recovery()')" == t ]] ||
+        die "the replica on port $replica_port is not in recovery"
+}
+
+# Wait until the replica has replayed everything the primary wrote so far
+# (pgbench -i included), then check that the bench user reads the data there.
+wait_replica_caught_up() {
+    local lsn caught_up="" branches
+    lsn="$(psql_admin "$pg_port" postgres -Atc 'SELECT pg_current_wal_lsn()')"
+    log "waiting for the replica to replay up to $lsn"
+    for _ in $(seq 1 1200); do
+        caught_up="$(psql_admin "$replica_port" postgres -Atc \
+            "SELECT pg_is_in_recovery() AND pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn")"
+        [[ "$caught_up" == t ]] && break
+        sleep 0.1
+    done
+    [[ "$caught_up" == t ]] || die "the replica did not replay up to $lsn in 120 s (see $tmp/replica.log)"
+    branches="$("$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$replica_port" -U "$BENCH_USER" -d "$BENCH_DB" \
+        -Atc 'SELECT count(*) FROM pgbench_branches')"
+    [[ "$branches" == "$SCALE" ]] || die "the replica has '$branches' pgbench branches, expected $SCALE"
 }
 
 start_pgbouncer() {
@@ -273,13 +426,15 @@ EOF
 
 start_pgstrata() {
     pgstrata_port="$(free_port)"
-    log "starting pgstrata ($PGSTRATA_BIN) on 127.0.0.1:$pgstrata_port ($POOL_MODE, pool $POOL_SIZE)"
+    local replicas=""
+    [[ "$REPLICA" == 1 ]] && replicas="    replicas: [{ host: 127.0.0.1, port: $replica_port }]"$'\n'
+    log "starting pgstrata ($PGSTRATA_BIN) on 127.0.0.1:$pgstrata_port ($POOL_MODE, pool $POOL_SIZE${replicas:+, one replica})"
     cat >"$tmp/pgstrata.yaml" <<EOF
 listen: { address: "127.0.0.1:$pgstrata_port", max_client_connections: 1000, shutdown_timeout: 5s }
 clusters:
   main:
     primary: { host: 127.0.0.1, port: $pg_port }
-databases:
+${replicas}databases:
   $BENCH_DB:
     cluster: main
     server_database: $BENCH_DB
@@ -305,6 +460,125 @@ EOF
     wait_ready "$pgstrata_port" pgstrata
 }
 
+# Pgpool-II in streaming-replication mode, load-balancing reads across the
+# primary and (with REPLICA=1) the replica by weight, one session at a time.
+# Clients are trusted through pool_hba.conf, as with the other proxies; the
+# server login uses the plain-text password from pool_passwd, which serves
+# SCRAM, MD5 and trust alike (an md5 entry would not do SCRAM). Backends are
+# DISALLOW_TO_FAILOVER and failover_on_backend_error is off so that a slow
+# health check on a loaded machine cannot detach a node for the rest of the
+# run; checks go to the postgres database, outside the statement counts.
+start_pgpool() {
+    pgpool_port="$(free_port)"
+    local dir="$tmp/pgpool" children
+    # One child per client: a client beyond that waits for a free child.
+    children=$(($(max_clients) + 2))
+    log "starting $(pgpool --version 2>&1 | head -n 1) on 127.0.0.1:$pgpool_port ($children children)"
+    mkdir -p "$dir"
+    printf '%s:TEXT%s\n' "$BENCH_USER" "$BENCH_PASSWORD" >"$dir/pool_passwd"
+    printf 'local all all trust\nhost all all 127.0.0.1/32 trust\n' >"$dir/pool_hba.conf"
+    : >"$dir/pcp.conf"
+    cat >"$dir/pgpool.conf" <<EOF
+backend_clustering_mode = 'streaming_replication'
+listen_addresses = '127.0.0.1'
+port = $pgpool_port
+socket_dir = '$dir'
+pcp_listen_addresses = ''
+pcp_port = $(free_port)
+pcp_socket_dir = '$dir'
+wd_ipc_socket_dir = '$dir'
+pid_file_name = '$dir/pgpool.pid'
+logdir = '$dir'
+use_watchdog = off
+
+backend_hostname0 = '127.0.0.1'
+backend_port0 = $pg_port
+backend_weight0 = 1
+backend_flag0 = 'DISALLOW_TO_FAILOVER'
+EOF
+    if [[ "$REPLICA" == 1 ]]; then
+        cat >>"$dir/pgpool.conf" <<EOF
+backend_hostname1 = '127.0.0.1'
+backend_port1 = $replica_port
+backend_weight1 = 1
+backend_flag1 = 'DISALLOW_TO_FAILOVER'
+EOF
+    fi
+    cat >>"$dir/pgpool.conf" <<EOF
+
+enable_pool_hba = on
+pool_passwd = '$dir/pool_passwd'
+allow_clear_text_frontend_auth = off
+ssl = off
+
+num_init_children = $children
+max_pool = 1
+connection_cache = on
+reserved_connections = 0
+child_life_time = 0          # children and their connections live all run
+load_balance_mode = on
+statement_level_load_balance = off
+delay_threshold = 0
+memory_cache_enabled = off
+
+sr_check_period = 10
+sr_check_user = '$BENCH_USER'
+sr_check_password = '$BENCH_PASSWORD'
+sr_check_database = 'postgres'
+health_check_period = 10
+health_check_timeout = 20
+health_check_user = '$BENCH_USER'
+health_check_password = '$BENCH_PASSWORD'
+health_check_database = 'postgres'
+failover_on_backend_error = off
+failover_command = ''
+
+log_destination = 'stderr'
+log_min_messages = warning
+log_connections = off
+log_statement = off
+log_per_node_statement = off
+EOF
+    [[ $EUID -eq 0 ]] && chown -R postgres:postgres "$dir"
+    # -n: stay in the foreground (logs to stderr); -D: no pgpool_status from a
+    # previous run. The pid file names the main process either way.
+    as_server_user pgpool -n -D -f "$dir/pgpool.conf" -F "$dir/pcp.conf" -a "$dir/pool_hba.conf" \
+        >"$dir/pgpool.log" 2>&1 &
+    pgpool_launcher_pid=$!
+    for _ in $(seq 1 100); do
+        [[ -s "$dir/pgpool.pid" ]] && break
+        kill -0 "$pgpool_launcher_pid" 2>/dev/null ||
+            { tail -n 20 "$dir/pgpool.log" >&2; die "Pgpool-II exited at startup"; }
+        sleep 0.1
+    done
+    # The pid file is NUL-padded.
+    pgpool_pid="$(tr -dc '0-9\n' <"$dir/pgpool.pid" 2>/dev/null | head -n 1)"
+    [[ -n "$pgpool_pid" ]] || die "Pgpool-II wrote no pid file"
+    wait_ready "$pgpool_port" pgpool
+    check_pgpool_nodes
+}
+
+# Every backend known to Pgpool-II must be up, the primary as its primary.
+# Pgpool-II may accept clients before it has found the primary: poll a while.
+check_pgpool_nodes() {
+    local nodes="" expected=$((REPLICA + 1))
+    for _ in $(seq 1 300); do
+        nodes="$("$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$pgpool_port" -U "$BENCH_USER" -d "$BENCH_DB" \
+            -AtF ' ' -c 'SHOW pool_nodes' 2>&1)" || true
+        # Fields: node_id hostname port status pg_status lb_weight role pg_role ...
+        awk -v want="$expected" -v primary="$pg_port" '
+            $4 ~ /^(up|waiting)$/ { up++ }
+            $3 == primary && $7 == "primary" { found = 1 }
+            END { exit !(up == want && found) }' <<<"$nodes" && {
+            printf '%s\n' "$nodes" | sed 's/^/    pool_nodes: /' >&2
+            return
+        }
+        sleep 0.1
+    done
+    printf '%s\n' "$nodes" | sed 's/^/    pool_nodes: /' >&2
+    die "Pgpool-II does not see $expected backend(s) up with port $pg_port as primary"
+}
+
 # ---------------------------------------------------------------- runs
 
 target_port() {
@@ -312,6 +586,7 @@ target_port() {
         direct) echo "$pg_port" ;;
         pgstrata) echo "$pgstrata_port" ;;
         pgbouncer) echo "$pgbouncer_port" ;;
+        pgpool) echo "$pgpool_port" ;;
     esac
 }
 
@@ -319,6 +594,7 @@ target_pid() {
     case "$1" in
         pgstrata) echo "$pgstrata_pid" ;;
         pgbouncer) echo "$pgbouncer_pid" ;;
+        pgpool) echo "$pgpool_pid" ;;
         *) echo "" ;;
     esac
 }
@@ -338,22 +614,37 @@ rotated_targets() {
     done
 }
 
-declare -A tps_runs=() cpu_runs=()
+# Statements executed so far in the bench database on a server (pg_stat_statements).
+server_statements() {
+    psql_admin "$1" "$BENCH_DB" -Atc \
+        'SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())'
+}
+
+# "primary replica" statement counts, with REPLICA=1.
+statement_counts() {
+    [[ "$REPLICA" == 1 ]] || return 0
+    echo "$(server_statements "$pg_port") $(server_statements "$replica_port")"
+}
+
+declare -A tps_runs=() cpu_runs=() share_runs=()
 failures=0
 
-# One pgbench run; records TPS and proxy CPU µs per transaction.
-# Args: target mode clients seconds label. Sets run_tps/run_cpu_us.
+# One pgbench run; records TPS, proxy CPU µs per transaction and, with
+# REPLICA=1, the primary's share of the statements the servers ran meanwhile.
+# Args: target mode clients seconds label. Sets run_tps/run_cpu_us/run_share.
 run_pgbench() {
     local target="$1" mode="$2" clients="$3" seconds="$4" label="$5"
-    local port pid jobs out err rc=0 before after txns
+    local port pid jobs out err rc=0 before after txns counts_before counts_after
     port="$(target_port "$target")"
     pid="$(target_pid "$target")"
     jobs=$((THREADS < clients ? THREADS : clients))
     ((jobs > 0)) || jobs=1
     out="$tmp/runs/$label.out"
     err="$tmp/runs/$label.err"
-    run_tps="" run_cpu_us=""
+    run_tps="" run_cpu_us="" run_share=""
 
+    counts_before="$(statement_counts)"
     [[ -n "$pid" ]] && before="$(cpu_ticks "$pid")"
     # In the background so that a signal reaches our trap without waiting for the run.
     "$PG_BIN/pgbench" -n -S -M "$mode" -c "$clients" -j "$jobs" -T "$seconds" \
@@ -362,6 +653,7 @@ run_pgbench() {
     wait "$pgbench_pid" || rc=$?
     pgbench_pid=""
     [[ -n "$pid" ]] && after="$(cpu_ticks "$pid")"
+    counts_after="$(statement_counts)"
 
     run_tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out")"
     txns="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")"
@@ -379,12 +671,18 @@ run_pgbench() {
         run_cpu_us="$(awk -v t="$((after - before))" -v hz="$CLK_TCK" -v n="$txns" \
             'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
     fi
+    if [[ -n "$counts_before" ]]; then
+        run_share="$(awk -v b="$counts_before" -v a="$counts_after" 'BEGIN {
+            split(b, x, " "); split(a, y, " ")
+            primary = y[1] - x[1]; replica = y[2] - x[2]
+            if (primary + replica > 0) printf "%.1f", 100 * primary / (primary + replica) }')"
+    fi
 }
 
 warm_up() {
     ((WARMUP_SECONDS > 0)) || return 0
-    local max=1 c t
-    for c in $CLIENTS; do ((c > max)) && max=$c; done
+    local max t
+    max="$(max_clients)"
     for t in $TARGETS; do
         log "warm-up: $t, $max clients, ${WARMUP_SECONDS}s"
         run_pgbench "$t" simple "$max" "$WARMUP_SECONDS" "warmup-$t" || die "warm-up against $t failed"
@@ -403,12 +701,13 @@ measure() {
                         "$mode-c$clients-$target-r$((round + 1))"; then
                         tps_runs[$key]+="$run_tps "
                         cpu_runs[$key]+="${run_cpu_us:+$run_cpu_us }"
-                        log "$mode c=$clients round $((round + 1))/$ROUNDS $target: $run_tps tps${run_cpu_us:+, $run_cpu_us µs CPU/txn}"
+                        share_runs[$key]+="${run_share:+$run_share }"
+                        log "$mode c=$clients round $((round + 1))/$ROUNDS $target: $run_tps tps${run_cpu_us:+, $run_cpu_us µs CPU/txn}${run_share:+, $run_share% on the primary}"
                     else
                         failures=$((failures + 1))
                     fi
                     if [[ -n "$RESULTS_CSV" ]]; then
-                        echo "$mode,$clients,$target,$((round + 1)),${run_tps:-failed},${run_cpu_us:-}" >>"$RESULTS_CSV"
+                        echo "$mode,$clients,$target,$((round + 1)),${run_tps:-failed},${run_cpu_us:-},${run_share:-}" >>"$RESULTS_CSV"
                     fi
                 done
             done
@@ -442,19 +741,31 @@ report() {
     echo
     echo "pgbench -S, ${BENCH_SECONDS}s runs, $ROUNDS rounds, scale $SCALE, pool_mode $POOL_MODE, pool_size $POOL_SIZE"
     echo "machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, $(uname -sr); $("$PG_BIN/postgres" --version)"
-    has_target pgbouncer && echo "pgbouncer: $(pgbouncer --version | head -n 1)"
-    has_target pgstrata && echo "pgstrata: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo 'no commit')"
+    [[ "$REPLICA" == 1 ]] &&
+        echo "replica: streaming hot standby of the primary; primary share = the primary's part of the statements both servers ran (pg_stat_statements)"
+    has_target pgbouncer && echo "pgbouncer: $(pgbouncer --version | head -n 1) (primary only)"
+    if has_target pgpool; then
+        local balance="primary only"
+        [[ "$REPLICA" == 1 ]] && balance="load_balance_mode on, per session, weights 1:1"
+        echo "pgpool: $(pgpool --version 2>&1 | head -n 1), streaming_replication, $balance, session pooling, num_init_children $(($(max_clients) + 2)), max_pool 1"
+    fi
+    has_target pgstrata && echo "pgstrata: $PGSTRATA_BIN, $(pgstrata_revision)"
     echo
-    echo "| mode | clients | target | median TPS | min–max TPS | vs direct | proxy CPU µs/txn |"
-    echo "|------|--------:|--------|-----------:|------------:|----------:|-----------------:|"
-    local mode clients target key tps direct ratio cpu
+    local share_head="" share_rule=""
+    if [[ "$REPLICA" == 1 ]]; then
+        share_head=" primary share % |"
+        share_rule="----------------:|"
+    fi
+    echo "| mode | clients | target | median TPS | min–max TPS | vs direct | proxy CPU µs/txn |$share_head"
+    echo "|------|--------:|--------|-----------:|------------:|----------:|-----------------:|$share_rule"
+    local mode clients target key tps direct ratio cpu share
     for mode in $MODES; do
         for clients in $CLIENTS; do
             direct="$(median <<<"${tps_runs["$mode|$clients|direct"]:-}")"
             for target in $TARGETS; do
                 key="$mode|$clients|$target"
                 if is_skipped "$target" "$mode"; then
-                    echo "| $mode | $clients | $target | skipped | | | |"
+                    echo "| $mode | $clients | $target | skipped | | | |${share_head:+ |}"
                     continue
                 fi
                 tps="$(median <<<"${tps_runs[$key]:-}")"
@@ -463,19 +774,37 @@ report() {
                     ratio="$(awk -v a="$tps" -v b="$direct" 'BEGIN { printf "%.2f", a / b }')"
                 cpu="$(median <<<"${cpu_runs[$key]:-}")"
                 [[ -n "$cpu" ]] && cpu="$(awk -v c="$cpu" 'BEGIN { printf "%.1f", c }')"
+                share="$(median <<<"${share_runs[$key]:-}")"
+                [[ -n "$share" ]] && share="$(awk -v s="$share" 'BEGIN { printf "%.1f", s }')"
                 if [[ -n "$tps" ]]; then
                     tps="$(awk -v t="$tps" 'BEGIN { printf "%.0f", t }')"
                 else
                     tps="failed"
                 fi
-                echo "| $mode | $clients | $target | $tps | $(spread <<<"${tps_runs[$key]:-}") | $ratio | ${cpu:--} |"
+                echo "| $mode | $clients | $target | $tps | $(spread <<<"${tps_runs[$key]:-}") | $ratio | ${cpu:--} |${share_head:+ ${share:--} |}"
             done
         done
     done
+    has_target pgstrata && has_target pgpool && report_vs_pgpool
     if ((failures > 0)); then
         echo
         echo "$failures run(s) failed; see the messages above."
     fi
+}
+
+# The read-scaling goal: pgstrata's median TPS over Pgpool-II's (target: 1.3).
+report_vs_pgpool() {
+    local mode clients ours theirs
+    echo
+    for mode in $MODES; do
+        for clients in $CLIENTS; do
+            ours="$(median <<<"${tps_runs["$mode|$clients|pgstrata"]:-}")"
+            theirs="$(median <<<"${tps_runs["$mode|$clients|pgpool"]:-}")"
+            [[ -n "$ours" && -n "$theirs" ]] || continue
+            awk -v a="$ours" -v b="$theirs" -v m="$mode" -v c="$clients" \
+                'BEGIN { printf "pgstrata / pgpool, %s c=%s: %.2fx (goal 1.30x)\n", m, c, a / b }'
+        done
+    done
 }
 
 # ---------------------------------------------------------------- main
@@ -484,6 +813,7 @@ main() {
     check_knobs
     find_pg_bin
     has_target pgbouncer && ensure_pgbouncer
+    has_target pgpool && ensure_pgpool
     has_target pgstrata && ensure_pgstrata
     CLK_TCK="$(getconf CLK_TCK)"
     export PGPASSWORD="$BENCH_PASSWORD"
@@ -491,11 +821,15 @@ main() {
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     make_tmp
-    [[ -n "$RESULTS_CSV" ]] && echo "mode,clients,target,round,tps,cpu_us_per_txn" >"$RESULTS_CSV"
+    [[ -n "$RESULTS_CSV" ]] && echo "mode,clients,target,round,tps,cpu_us_per_txn,primary_share_pct" >"$RESULTS_CSV"
 
     start_postgres
+    [[ "$REPLICA" == 1 ]] && start_replica
+    init_bench_data
+    [[ "$REPLICA" == 1 ]] && wait_replica_caught_up
     has_target pgbouncer && start_pgbouncer
     has_target pgstrata && start_pgstrata
+    has_target pgpool && start_pgpool
 
     warm_up
     measure
