@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod classify;
+pub mod explain;
 mod fallback;
 pub mod fingerprint;
 pub mod functions;
@@ -14,6 +15,7 @@ mod walk;
 
 pub use cache::{CacheStats, ParseCache, DEFAULT_CAPACITY, MAX_CACHED_LEN};
 pub use classify::{classify, Access, Classified};
+pub use explain::explain;
 pub use fingerprint::{fingerprint, Fingerprint};
 pub use functions::is_builtin_write_function;
 pub use hint::{intercept, leading_hint, Hint, Intercept};
