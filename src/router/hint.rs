@@ -90,34 +90,32 @@ fn target(value: &str) -> Option<RouteTarget> {
 
 /// The proxy's own statement, if `sql` is one (alone, with an optional trailing `;`).
 pub fn intercept(sql: &[u8]) -> Option<Intercept> {
+    // Every form names `route`: most statements are let through without a lexer pass.
+    if !sql.windows(5).any(|w| w.eq_ignore_ascii_case(b"route")) {
+        return None;
+    }
     let mut lexer = Lexer::new(sql);
     let tokens: Vec<(Token, Range<usize>)> = std::iter::from_fn(|| lexer.next_spanned()).collect();
-    if let [(first, _), (second, route), rest @ ..] = tokens.as_slice() {
+    if let [(first, _), (second, _), rest @ ..] = tokens.as_slice() {
         if first.is_word("explain") && second.is_word("route") {
             return Some(match rest.first() {
                 Some((_, start)) => ExplainRoute(start.start..sql.len()),
                 None => Invalid("EXPLAIN ROUTE needs a statement to explain".into()),
             });
         }
-        let _ = route;
     }
-    let mut statements = tokens
+    let statements: Vec<Vec<Token>> = tokens
         .split(|(t, _)| *t == Token::Semicolon)
-        .filter(|s| !s.is_empty());
-    let first = statements.next()?;
-    let only: Vec<Token> = first.iter().map(|(t, _)| *t).collect();
-    let found = statement(&only);
-    let others: Vec<_> = statements.collect();
-    let other_found = others.iter().any(|s| {
-        let tokens: Vec<Token> = s.iter().map(|(t, _)| *t).collect();
-        statement(&tokens).is_some()
-            || tokens.len() >= 2 && tokens[0].is_word("explain") && tokens[1].is_word("route")
-    });
-    match (found, others.is_empty()) {
-        (Some(found), true) => Some(found),
-        (Some(_), false) => Some(alone()),
-        (None, _) if other_found => Some(alone()),
-        (None, _) => None,
+        .filter(|s| !s.is_empty())
+        .map(|s| s.iter().map(|(t, _)| *t).collect())
+        .collect();
+    let is_ours = |s: &[Token]| {
+        statement(s).is_some() || s.len() >= 2 && s[0].is_word("explain") && s[1].is_word("route")
+    };
+    match statements.as_slice() {
+        [only] => statement(only),
+        many if many.iter().any(|s| is_ours(s)) => Some(alone()),
+        _ => None,
     }
 }
 

@@ -120,25 +120,34 @@ fn shape(statement: &Statement, walk: &mut Walk) -> (Kind, Access, Option<bool>)
         }
         Statement::Deallocate { .. } => (Kind::Prepared, Read),
         Statement::Execute { .. } | Statement::Prepare { .. } => (Kind::Prepared, Write),
+        other => return (utility(other, walk), Write, None),
+    };
+    (kind, access, None)
+}
+
+/// The kind of a statement that always writes: maintenance, notifications, DDL and the
+/// like; records the tables it names as written.
+fn utility(statement: &Statement, walk: &mut Walk) -> Kind {
+    match statement {
         Statement::Truncate { table_names, .. } => {
             table_names.iter().for_each(|t| walk.write_target(&t.name));
-            (Kind::Truncate, Write)
+            Kind::Truncate
         }
-        Statement::Vacuum(_) | Statement::Analyze { .. } => (Kind::Maintenance, Write),
-        Statement::LISTEN { .. } | Statement::UNLISTEN { .. } => (Kind::Listen, Write),
-        Statement::NOTIFY { .. } => (Kind::Notify, Write),
+        Statement::Vacuum(_) | Statement::Analyze { .. } => Kind::Maintenance,
+        Statement::LISTEN { .. } | Statement::UNLISTEN { .. } => Kind::Listen,
+        Statement::NOTIFY { .. } => Kind::Notify,
         Statement::Call(function) => {
             walk.call(&function.name);
-            (Kind::Call, Write)
+            Kind::Call
         }
-        Statement::Load { .. } => (Kind::Other, Write),
+        Statement::Load { .. } => Kind::Other,
         Statement::CreateTable(table) => {
             walk.write_target(&table.name);
-            (Kind::Ddl, Write)
+            Kind::Ddl
         }
         Statement::AlterTable { name, .. } => {
             walk.write_target(name);
-            (Kind::Ddl, Write)
+            Kind::Ddl
         }
         Statement::Drop {
             object_type: ObjectType::Table,
@@ -146,14 +155,13 @@ fn shape(statement: &Statement, walk: &mut Walk) -> (Kind, Access, Option<bool>)
             ..
         } => {
             names.iter().for_each(|name| walk.write_target(name));
-            (Kind::Ddl, Write)
+            Kind::Ddl
         }
-        // Everything else (CREATE, ALTER, GRANT, ...) writes; its first word names the kind.
+        // Everything else (CREATE, ALTER, GRANT, ...); its first word names the kind.
         other => {
             let text = other.to_string();
             let first = text.split_whitespace().next().unwrap_or_default();
-            (keyword_kind(&first.to_ascii_lowercase()), Write)
+            keyword_kind(&first.to_ascii_lowercase())
         }
-    };
-    (kind, access, None)
+    }
 }
