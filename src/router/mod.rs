@@ -1,5 +1,11 @@
 //! SQL-aware routing: what a statement does (`classify`), where it may run (`route`), and
 //! the parse cache that lets a statement repeated with other literals skip the parser.
+//!
+//! ```text
+//! let router = Router::new(&config.routing);   // once per rules snapshot
+//! let c = router.classify(sql);                // lexer pass + cache lookup; parse on a miss
+//! let d = router.decide(&c, &ctx, &dynamic);   // rules, then the statement's own access
+//! ```
 
 pub mod cache;
 pub mod classify;
