@@ -131,6 +131,13 @@ impl Visitor for Walk {
             | TableFactor::Function { name, .. } => {
                 self.functions.push(function_name(name));
             }
+            // sqlparser reads PostgreSQL's `FROM ONLY t` as table `only` aliased `t`;
+            // `only` is reserved in PostgreSQL, so no table has that name unquoted.
+            TableFactor::Table {
+                name,
+                alias: Some(alias),
+                ..
+            } if is_only(name) => self.factors.push(ident(&alias.name)),
             TableFactor::Table { name, .. } => self.factors.push(name_of(name)),
             _ => {}
         }
@@ -145,12 +152,20 @@ impl Visitor for Walk {
     }
 }
 
-/// An identifier as PostgreSQL folds it: unquoted lower-case, quoted as written.
+/// An identifier as PostgreSQL folds it: unquoted lower-case, quoted as written. A string
+/// literal sqlparser took for a name (`FROM 'x'`, not PostgreSQL) is `?`: a classification
+/// must not depend on literals, which the parse cache's key ignores.
 fn ident(ident: &sqlparser::ast::Ident) -> String {
     match ident.quote_style {
+        Some('\'') => "?".to_owned(),
         Some(_) => ident.value.clone(),
         None => ident.value.to_lowercase(),
     }
+}
+
+fn is_only(name: &ObjectName) -> bool {
+    matches!(name.0.as_slice(), [ObjectNamePart::Identifier(id)]
+        if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("only"))
 }
 
 /// `s.t` or `t`.
