@@ -107,14 +107,16 @@ pub fn classify(sql: &str) -> Classified {
 pub(crate) fn classify_with(sql: &str, normalized: Arc<str>, hash: u128) -> Classified {
     let judged = split(sql.as_bytes())
         .into_iter()
-        .flat_map(
-            |(range, tokens)| match Parser::parse_sql(&PostgreSqlDialect {}, &sql[range]) {
+        .flat_map(|(range, tokens)| {
+            // Token boundaries fall between characters; `get` keeps that an assumption.
+            let text = sql.get(range).unwrap_or_default();
+            match Parser::parse_sql(&PostgreSqlDialect {}, text) {
                 Ok(statements) if !statements.is_empty() => {
                     statements.iter().map(statement::judge).collect()
                 }
                 _ => vec![fallback::judge(&tokens)],
-            },
-        )
+            }
+        })
         .collect();
     combine(judged, normalized, hash)
 }
