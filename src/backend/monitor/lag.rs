@@ -1,7 +1,7 @@
 //! Replication lag from one replica check and the primary's last WAL insert position, and
 //! whether it breaks the replica's limits. Pure: no clocks, no sockets.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::lsn::Lsn;
 use super::verdict::Problem;
@@ -71,6 +71,24 @@ pub fn measure(sample: &ReplicaSample, primary: Lsn) -> Lag {
     }
 }
 
+/// The time lag, bounded by how long the replica has been behind at all (`behind_since`,
+/// kept by the caller across checks). The age of the last replayed transaction alone
+/// overstates lag after an idle spell: the first new write would make a replica look as
+/// far behind as the primary was idle. Behind for 5 ms, it lags at most 5 ms.
+pub fn bounded_by_time_behind(lag: Lag, behind_since: &mut Option<Instant>, now: Instant) -> Lag {
+    if lag.bytes == Some(0) {
+        *behind_since = None;
+        return lag;
+    }
+    let since = *behind_since.get_or_insert(now);
+    Lag {
+        time: lag
+            .time
+            .map(|t| t.min(now.saturating_duration_since(since))),
+        ..lag
+    }
+}
+
 /// Why this check is bad, if it is. A lag that cannot be measured breaks no limit: only a
 /// known lag takes a replica out.
 pub fn judge(sample: &ReplicaSample, lag: &Lag, limits: &LagLimits) -> Option<Problem> {
@@ -103,6 +121,41 @@ mod tests {
 
     fn ms(n: u64) -> Option<Duration> {
         Some(Duration::from_millis(n))
+    }
+
+    #[test]
+    fn time_lag_is_bounded_by_how_long_the_replica_has_been_behind() {
+        let t0 = Instant::now();
+        let mut since = None;
+        let behind = |age| Lag {
+            time: ms(age),
+            bytes: Some(100),
+        };
+        // Idle for an hour, then one write: 0 ms behind, not an hour.
+        assert_eq!(
+            bounded_by_time_behind(behind(3_600_000), &mut since, t0).time,
+            ms(0)
+        );
+        let later = t0 + Duration::from_millis(50);
+        assert_eq!(
+            bounded_by_time_behind(behind(3_600_000), &mut since, later).time,
+            ms(50)
+        );
+        // Under steady load the replayed transaction's age is the smaller bound.
+        assert_eq!(
+            bounded_by_time_behind(behind(20), &mut since, later).time,
+            ms(20)
+        );
+        // Caught up: the clock restarts.
+        let caught_up = Lag {
+            time: ms(0),
+            bytes: Some(0),
+        };
+        assert_eq!(
+            bounded_by_time_behind(caught_up, &mut since, later),
+            caught_up
+        );
+        assert_eq!(since, None);
     }
 
     #[test]

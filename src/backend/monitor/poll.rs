@@ -193,11 +193,17 @@ pub async fn watch_replica(
         return;
     };
     let mut tick = ticker(schedule.interval);
+    let mut behind_since = None;
     loop {
         tick.tick().await;
         let check = match check_replica(&pool, schedule.timeout).await {
             Ok(sample) => {
-                let lag = lag::measure(&sample, cluster.primary_lsn());
+                let measured = lag::measure(&sample, cluster.primary_lsn());
+                let lag = lag::bounded_by_time_behind(
+                    measured,
+                    &mut behind_since,
+                    Instant::now().into_std(),
+                );
                 Check {
                     replay: sample.replay,
                     receive: sample.receive,
