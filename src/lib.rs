@@ -15,6 +15,7 @@ pub mod sql;
 pub mod tls;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,26 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    serve(listener, config, None, shutdown).await
+}
+
+/// Like `run`, and reloads the rules from `rules_path` on SIGHUP or when a file in its
+/// directory changes. An invalid file keeps the rules in force (see `rules::reload`).
+pub async fn run_watching(
+    listener: TcpListener,
+    config: Config,
+    rules_path: PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    serve(listener, config, Some(rules_path), shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    config: Config,
+    rules_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     let tls = match (&config.tls.mode, &config.tls.cert, &config.tls.key) {
         (TlsMode::Disable, _, _) => None,
         (_, Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
@@ -49,8 +70,22 @@ pub async fn run(
         let _ = stop.send(true);
     });
     let sampler = tokio::spawn(sample_pools(Arc::clone(&proxy)));
+    let watcher = rules_path.map(|path| {
+        let target = Arc::clone(&proxy);
+        let mut stopped = proxy.shutdown.clone();
+        tokio::spawn(rules::watch(
+            path,
+            move |config| target.reload(config),
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        ))
+    });
     server::serve(listener, proxy).await;
     sampler.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     Ok(())
 }
 
@@ -59,7 +94,8 @@ async fn sample_pools(proxy: Arc<proxy::Proxy>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        for pool in proxy.pools.iter() {
+        let snapshot = proxy.snapshot();
+        for pool in snapshot.pools.iter() {
             let (open, idle) = pool.counts();
             metrics::server_connections(&pool.name, open.saturating_sub(idle), idle);
         }

@@ -94,7 +94,7 @@ async fn run(file: &Path) -> anyhow::Result<()> {
     let address = config.listen.address;
     let listener = bind(address).await?;
     tracing::info!(%address, "pgstrata listening");
-    pgstrata::run(listener, config, shutdown_signal()).await?;
+    pgstrata::run_watching(listener, config, file.to_path_buf(), shutdown_signal()).await?;
     tracing::info!("pgstrata stopped");
     Ok(())
 }
@@ -148,7 +148,11 @@ async fn demo_with(cluster: &LocalCluster, port: u16) -> anyhow::Result<()> {
     let Some(replica) = cluster.replica() else {
         bail!("the demo cluster has no replica");
     };
-    let config_path = cluster.root().join("pgstrata-demo.yaml");
+    // A directory of its own: the rules watcher reloads on any change to its files.
+    let rules_dir = cluster.root().join("rules");
+    std::fs::create_dir_all(&rules_dir)
+        .with_context(|| format!("creating {}", rules_dir.display()))?;
+    let config_path = rules_dir.join("pgstrata-demo.yaml");
     std::fs::write(
         &config_path,
         demo_config(port, primary.port(), replica.port()),
@@ -157,12 +161,12 @@ async fn demo_with(cluster: &LocalCluster, port: u16) -> anyhow::Result<()> {
     let config = load(&config_path)?;
     let listener = bind(config.listen.address).await?;
     println!(
-        "\npgstrata is listening on 127.0.0.1:{port} (config: {})\n\n  psql \"host=127.0.0.1 port={port} user={DEMO_USER} password={DEMO_PASSWORD} dbname={DEMO_USER}\"\n\nprimary: 127.0.0.1:{}  replica: 127.0.0.1:{}  — press Ctrl-C to stop.",
+        "\npgstrata is listening on 127.0.0.1:{port} (config: {}, reloaded when edited)\n\n  psql \"host=127.0.0.1 port={port} user={DEMO_USER} password={DEMO_PASSWORD} dbname={DEMO_USER}\"\n\nTry: SELECT inet_server_port();  EXPLAIN ROUTE SELECT 1;  SET pgstrata.route = 'primary';\nprimary: 127.0.0.1:{}  replica: 127.0.0.1:{}  — press Ctrl-C to stop.",
         config_path.display(),
         primary.port(),
         replica.port()
     );
-    pgstrata::run(listener, config, shutdown_signal()).await?;
+    pgstrata::run_watching(listener, config, config_path, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -180,8 +184,15 @@ clusters:
 databases:
   {DEMO_USER}:
     cluster: main
-    pool_mode: session
+    # Transactions share server connections; reads go to the replica once it has
+    # replayed this session's writes (consistency: session).
+    pool_mode: transaction
     pool_size: 20
+routing:
+  rules:
+    - name: no-unbounded-delete
+      match: {{ kind: delete, sql: '^delete from [^ ]+$' }}
+      block: "DELETE without WHERE is blocked by pgstrata (rule no-unbounded-delete)"
 users:
   {DEMO_USER}:
     auth: scram-sha-256

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub rules_reloads_ok: Counter,
     /// `pgstrata_rules_reloads_total{result="error"}`: refused, the running rules stay.
     pub rules_reloads_error: Counter,
+    /// Transactions by [route wanted][role that served]: 0 primary, 1 replica.
+    routed: [[Counter; 2]; 2],
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -38,6 +40,11 @@ pub fn get() -> &'static Metrics {
         server_connections_dropped: counter!("pgstrata_server_connections_dropped_total"),
         rules_reloads_ok: counter!("pgstrata_rules_reloads_total", "result" => "ok"),
         rules_reloads_error: counter!("pgstrata_rules_reloads_total", "result" => "error"),
+        routed: ["primary", "replica"].map(|route| {
+            ["primary", "replica"].map(|role| {
+                counter!("pgstrata_router_transactions_total", "route" => route, "role" => role)
+            })
+        }),
     })
 }
 
@@ -55,6 +62,29 @@ pub fn pinned(reason: crate::sql::effects::PinReason) {
 /// A pinned session ended.
 pub fn unpinned(_reason: crate::sql::effects::PinReason) {
     gauge!("pgstrata_sessions_pinned").decrement(1.0);
+}
+
+/// A transaction was sent to a server: where routing wanted it (`primary`, `replica`)
+/// and what served it (`primary`, `replica`).
+pub fn routed(route: &'static str, role: &'static str) {
+    let index = |label| usize::from(label == "replica");
+    get().routed[index(route)][index(role)].increment(1);
+}
+
+/// A read wanted a replica, but none had replayed the session's last write yet: it went to
+/// the primary (read-your-writes).
+pub fn fresh_read_fallback() {
+    counter!("pgstrata_router_read_your_writes_fallbacks_total").increment(1);
+}
+
+/// A read went to another server than first chosen (`connect`: the replica was unreachable).
+pub fn read_retried(reason: &'static str) {
+    counter!("pgstrata_router_retries_total", "reason" => reason).increment(1);
+}
+
+/// A rule's statement timeout cancelled a statement.
+pub fn statement_timeout() {
+    counter!("pgstrata_router_statement_timeouts_total").increment(1);
 }
 
 /// Sets the per-pool server connection gauges.

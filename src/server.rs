@@ -22,7 +22,7 @@ static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 /// Accepts clients until shutdown, then lets sessions finish for up to `shutdown_timeout`.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
     let mut shutdown: watch::Receiver<bool> = proxy.shutdown.clone();
-    let slots = Arc::new(Semaphore::new(proxy.config.listen.max_client_connections));
+    let slots = Arc::new(Semaphore::new(proxy.listen.max_client_connections));
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
@@ -38,7 +38,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
                                 let m = metrics::get();
                                 m.clients_accepted.increment(1);
                                 m.client_connections.increment(1.0);
-                                session::serve(tcp, &proxy).await;
+                                session::serve(tcp, proxy).await;
                                 m.client_connections.decrement(1.0);
                                 drop(slot);
                             }.instrument(span));
@@ -59,7 +59,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
         }
     }
     drop(listener);
-    let timeout = proxy.config.listen.shutdown_timeout;
+    let timeout = proxy.listen.shutdown_timeout;
     tracing::info!(
         sessions = sessions.len(),
         ?timeout,

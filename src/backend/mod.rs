@@ -12,4 +12,4 @@ pub use error::BackendError;
 pub use monitor::{
     ClusterHealth, Lsn, MonitorCredentials, MonitorHandle, MonitorOptions, ServerHealth,
 };
-pub use pool::{Pool, PoolError, PooledServer, Pools};
+pub use pool::{Pool, PoolError, PoolSet, PooledServer, Pools};

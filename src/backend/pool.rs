@@ -221,44 +221,99 @@ impl Pool {
     }
 }
 
+/// The pools one (database, user) reads and writes through: the cluster's primary and
+/// each of its replicas, in the order the cluster lists them (the monitor's order too).
+#[derive(Debug)]
+pub struct PoolSet {
+    /// Name of the cluster, whose health the router reads.
+    pub cluster: String,
+    pub primary: Arc<Pool>,
+    pub replicas: Vec<Arc<Pool>>,
+}
+
 /// All pools, keyed by (client database, client user).
 #[derive(Debug, Default)]
 pub struct Pools {
-    by_key: HashMap<(String, String), Arc<Pool>>,
+    by_key: HashMap<(String, String), Arc<PoolSet>>,
 }
 
 impl Pools {
-    /// Builds a pool for every configured database and user, towards the cluster's primary.
-    /// No connection is opened until one is needed (or min_idle asks for it).
-    pub fn build(config: &Config) -> Pools {
+    /// Builds the pools for every configured database and user, towards the cluster's
+    /// primary and replicas. A pool of `previous` whose server, credentials and settings are
+    /// unchanged is kept as it is (with its connections), so a reload disturbs only the
+    /// pools it changes. No connection is opened until one is needed (or min_idle asks).
+    pub fn build(config: &Config, previous: Option<&Pools>) -> Pools {
+        let old: HashMap<&str, &Arc<Pool>> = previous
+            .into_iter()
+            .flat_map(|p| p.by_key.values())
+            .flat_map(|set| std::iter::once(&set.primary).chain(&set.replicas))
+            .map(|pool| (pool.name.as_str(), pool))
+            .collect();
         let mut by_key = HashMap::new();
         for (db_name, db) in &config.databases {
             let Some(cluster) = config.clusters.get(&db.cluster) else {
                 continue; // validation guarantees the cluster exists
             };
             for (user_name, user) in &config.users {
-                let target = ServerTarget {
-                    host: cluster.primary.host.clone(),
-                    port: cluster.primary.port,
-                    user: user.server_user.clone(),
-                    password: user.server_password.clone(),
-                    database: db.server_database.clone(),
+                let pool = |name: String, host: &str, port: u16| {
+                    let target = ServerTarget {
+                        host: host.to_owned(),
+                        port,
+                        user: user.server_user.clone(),
+                        password: user.server_password.clone(),
+                        database: db.server_database.clone(),
+                    };
+                    match old.get(name.as_str()) {
+                        Some(pool)
+                            if pool.settings == db.pool && same_target(&pool.target, &target) =>
+                        {
+                            Arc::clone(pool)
+                        }
+                        _ => Arc::new(Pool::new(name, db.pool.clone(), target)),
+                    }
                 };
-                let name = format!("{db_name}/{user_name}");
-                let pool = Pool::new(name, db.pool.clone(), target);
-                by_key.insert((db_name.clone(), user_name.clone()), Arc::new(pool));
+                let primary = pool(
+                    format!("{db_name}/{user_name}"),
+                    &cluster.primary.host,
+                    cluster.primary.port,
+                );
+                let replicas = cluster
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        let name = format!("{db_name}/{user_name}@{}", r.server);
+                        pool(name, &r.server.host, r.server.port)
+                    })
+                    .collect();
+                let set = PoolSet {
+                    cluster: db.cluster.clone(),
+                    primary,
+                    replicas,
+                };
+                by_key.insert((db_name.clone(), user_name.clone()), Arc::new(set));
             }
         }
         Pools { by_key }
     }
 
-    pub fn get(&self, database: &str, user: &str) -> Option<Arc<Pool>> {
+    pub fn get(&self, database: &str, user: &str) -> Option<Arc<PoolSet>> {
         self.by_key
             .get(&(database.to_owned(), user.to_owned()))
             .cloned()
     }
 
+    /// Every pool, primaries and replicas.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
-        self.by_key.values()
+        self.by_key
+            .values()
+            .flat_map(|set| std::iter::once(&set.primary).chain(&set.replicas))
     }
+}
+
+fn same_target(a: &ServerTarget, b: &ServerTarget) -> bool {
+    a.host == b.host
+        && a.port == b.port
+        && a.user == b.user
+        && a.database == b.database
+        && a.password.as_ref().map(|p| p.expose()) == b.password.as_ref().map(|p| p.expose())
 }

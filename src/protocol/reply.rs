@@ -163,6 +163,56 @@ fn put(buf: &mut BytesMut, message: impl Message) {
     }
 }
 
+/// A result set of text columns the proxy answers itself (`SHOW pgstrata.route`,
+/// `EXPLAIN ROUTE`): RowDescription, one DataRow per row, CommandComplete with `tag`.
+pub fn text_rows(buf: &mut BytesMut, columns: &[&str], rows: &[Vec<String>], tag: &str) {
+    use bytes::BufMut;
+    let start = buf.len();
+    buf.put_u8(b'T');
+    buf.put_i32(0);
+    buf.put_i16(columns.len() as i16);
+    for name in columns {
+        buf.put_slice(name.as_bytes());
+        buf.put_u8(0);
+        buf.put_i32(0); // table oid
+        buf.put_i16(0); // column number
+        buf.put_u32(25); // text
+        buf.put_i16(-1); // variable length
+        buf.put_i32(-1); // no type modifier
+        buf.put_i16(0); // text format
+    }
+    patch_len(buf, start);
+    for row in rows {
+        let start = buf.len();
+        buf.put_u8(b'D');
+        buf.put_i32(0);
+        buf.put_i16(row.len() as i16);
+        for value in row {
+            buf.put_i32(value.len() as i32);
+            buf.put_slice(value.as_bytes());
+        }
+        patch_len(buf, start);
+    }
+    command_complete(buf, tag);
+}
+
+/// CommandComplete with `tag` ("SET", "SHOW", ...).
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    use bytes::BufMut;
+    let start = buf.len();
+    buf.put_u8(b'C');
+    buf.put_i32(0);
+    buf.put_slice(tag.as_bytes());
+    buf.put_u8(0);
+    patch_len(buf, start);
+}
+
+/// Writes the length of the message that starts at `start` into its length field.
+fn patch_len(buf: &mut BytesMut, start: usize) {
+    let len = (buf.len() - start - 1) as i32;
+    buf[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

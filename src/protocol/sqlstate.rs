@@ -19,6 +19,9 @@ impl SqlState {
     pub const INVALID_PASSWORD: SqlState = SqlState(std::borrow::Cow::Borrowed("28P01"));
     pub const INVALID_CATALOG_NAME: SqlState = SqlState(std::borrow::Cow::Borrowed("3D000"));
     pub const UNDEFINED_OBJECT: SqlState = SqlState(std::borrow::Cow::Borrowed("42704"));
+    pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState(std::borrow::Cow::Borrowed("42501"));
+    pub const INVALID_PARAMETER_VALUE: SqlState = SqlState(std::borrow::Cow::Borrowed("22023"));
+    pub const READ_ONLY_SQL_TRANSACTION: SqlState = SqlState(std::borrow::Cow::Borrowed("25006"));
     pub const TOO_MANY_CONNECTIONS: SqlState = SqlState(std::borrow::Cow::Borrowed("53300"));
     pub const QUERY_CANCELED: SqlState = SqlState(std::borrow::Cow::Borrowed("57014"));
     pub const ADMIN_SHUTDOWN: SqlState = SqlState(std::borrow::Cow::Borrowed("57P01"));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use metrics::{counter, Counter};
 use moka::sync::Cache;
 
-use super::classify::{classify_with, Classified};
+use super::classify::{classify_with, Access, Classified};
 use super::fingerprint::fingerprint;
 
 /// Entries kept by default.
@@ -92,6 +92,20 @@ impl ParseCache {
         classified
     }
 
+    /// A replica refused `sql` as a write (SQLSTATE 25006): from now on, statements with
+    /// its fingerprint are writes, whatever the parser made of them.
+    pub fn remember_write(&self, sql: &[u8]) {
+        let classified = self.classify(sql);
+        if classified.access == Access::Write || sql.len() > MAX_CACHED_LEN {
+            return;
+        }
+        let write = Classified {
+            access: Access::Write,
+            ..(*classified).clone()
+        };
+        self.entries.insert(classified.hash, Arc::new(write));
+    }
+
     fn miss(&self) {
         self.counts.misses.fetch_add(1, Ordering::Relaxed);
         self.counts.misses_total.increment(1);
@@ -115,7 +129,7 @@ impl Default for ParseCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::{Access, StatementKind};
+    use crate::router::StatementKind;
 
     #[test]
     fn hits_ignore_literals() {
@@ -129,6 +143,15 @@ mod tests {
         assert_eq!(d.kind, StatementKind::Select);
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.misses, stats.unparsed), (2, 2, 0));
+    }
+
+    #[test]
+    fn a_statement_refused_as_a_write_stays_one() {
+        let cache = ParseCache::new(100);
+        assert_eq!(cache.classify(b"SELECT my_writer(1)").access, Access::Read);
+        cache.remember_write(b"SELECT my_writer(2)");
+        assert_eq!(cache.classify(b"SELECT my_writer(3)").access, Access::Write);
+        assert_eq!(cache.classify(b"SELECT other(3)").access, Access::Read);
     }
 
     #[test]

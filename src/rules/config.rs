@@ -153,7 +153,7 @@ impl fmt::Display for TlsMode {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub primary: ServerAddr,
     pub replicas: Vec<ReplicaConfig>,
@@ -179,7 +179,7 @@ impl fmt::Display for ServerAddr {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaConfig {
     pub server: ServerAddr,
     /// Relative share of the reads sent to this replica (at least 1).
@@ -204,7 +204,7 @@ pub struct DatabaseConfig {
     pub include_primary_in_reads: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
     pub mode: PoolMode,
     /// Server connections per pool, at least 1.

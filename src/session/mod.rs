@@ -21,12 +21,12 @@ use tokio::sync::OwnedSemaphorePermit;
 pub use error::SessionError;
 
 use crate::backend::cancel::CancelTarget;
-use crate::backend::{CancelKey, Pool, PooledServer};
+use crate::backend::{CancelKey, PoolSet, PooledServer};
 use crate::metrics;
 use crate::protocol::reply;
 use crate::protocol::startup::StartupParams;
 use crate::protocol::TxStatus;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Snapshot};
 use crate::tls::ClientStream;
 use relay::Relay;
 use startup::{handshake, Opening};
@@ -35,9 +35,9 @@ use startup::{handshake, Opening};
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serves one client connection to its end. Errors end only this connection.
-pub async fn serve(tcp: TcpStream, proxy: &Proxy) {
+pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
     let (mut stream, buf, startup) =
-        match tokio::time::timeout(STARTUP_TIMEOUT, handshake(tcp, proxy)).await {
+        match tokio::time::timeout(STARTUP_TIMEOUT, handshake(tcp, &proxy)).await {
             Err(_) => return tracing::debug!("client did not finish startup in time"),
             Ok(Err((e, mut stream))) => return report(stream.as_mut(), e).await,
             Ok(Ok(Opening::Cancel)) => return tracing::debug!("cancel request handled"),
@@ -47,7 +47,7 @@ pub async fn serve(tcp: TcpStream, proxy: &Proxy) {
                 startup,
             })) => (stream, buf, startup),
         };
-    let attached = match prepare(&mut stream, buf, &startup, proxy).await {
+    let attached = match prepare(&mut stream, buf, &startup, &proxy).await {
         Ok(attached) => attached,
         Err(e) => return report(Some(&mut stream), e).await,
     };
@@ -57,7 +57,11 @@ pub async fn serve(tcp: TcpStream, proxy: &Proxy) {
         attached.buf,
         attached.server,
         relay::Session {
-            pool: attached.pool,
+            proxy: Arc::clone(&proxy),
+            snapshot: attached.snapshot,
+            pools: attached.pools,
+            user: attached.user,
+            database: attached.database,
             settings: attached.settings,
             cancel_key: attached.cancel_key,
             shutdown: proxy.shutdown.clone(),
@@ -85,7 +89,10 @@ struct Attached {
     /// Client bytes already read past authentication.
     buf: BytesMut,
     server: PooledServer,
-    pool: Arc<Pool>,
+    snapshot: Arc<Snapshot>,
+    pools: Arc<PoolSet>,
+    user: String,
+    database: String,
     settings: Arc<Vec<(String, String)>>,
     cancel_key: CancelKey,
     database_permit: Option<OwnedSemaphorePermit>,
@@ -112,17 +119,19 @@ async fn prepare(
         io::send(stream, &out).await?;
         out.clear();
     }
-    let user = proxy.config.users.get(&user_name);
+    let snapshot = proxy.snapshot();
+    let user = snapshot.config.users.get(&user_name);
     tokio::time::timeout(
         STARTUP_TIMEOUT,
         auth::authenticate(stream, &mut buf, &user_name, user),
     )
     .await
     .map_err(|_| SessionError::StartupTimeout)??;
-    let pool = proxy
+    let pools = snapshot
         .pools
         .get(&database, &user_name)
         .ok_or_else(|| SessionError::UnknownDatabase(database.clone()))?;
+    let pool = &pools.primary;
     let database_permit = proxy.database_permit(&database)?;
 
     let cancel_key = proxy.cancels.register();
@@ -140,7 +149,10 @@ async fn prepare(
     Ok(Attached {
         buf,
         server,
-        pool,
+        snapshot,
+        pools,
+        user: user_name,
+        database,
         settings,
         cancel_key,
         database_permit,

@@ -61,7 +61,7 @@ pub async fn handshake(
             }
             Ok(Step::Cancelled) => return Ok(Opening::Cancel),
             Ok(Step::Startup(startup)) => {
-                if proxy.config.tls.mode == TlsMode::Require && !stream.is_tls() {
+                if proxy.snapshot().config.tls.mode == TlsMode::Require && !stream.is_tls() {
                     return Err((SessionError::TlsRequired, Some(stream)));
                 }
                 return Ok(Opening::Session {

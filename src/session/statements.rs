@@ -126,7 +126,23 @@ impl Default for Statements {
     }
 }
 
+impl Prepared {
+    /// The statement's SQL text, as the client sent it.
+    pub fn query(&self) -> &[u8] {
+        self.parse
+            .get(HEADER_LEN..)
+            .and_then(cstr)
+            .and_then(|(_, rest)| cstr(rest))
+            .map_or(&[][..], |(query, _)| query)
+    }
+}
+
 impl Statements {
+    /// The SQL text of the client's statement `name`, if it prepared one.
+    pub fn query_of(&self, name: &[u8]) -> Option<&[u8]> {
+        self.by_client_name.get(name).map(|p| p.query())
+    }
+
     /// Rewrites a client message if it names a prepared statement. `len` is the whole
     /// message's length; `body` is what has arrived of it.
     pub fn on_client(
@@ -328,6 +344,15 @@ impl Statements {
         }
     }
 
+    /// The connection was lost with replies outstanding: none of them will come.
+    pub fn lost_connection(&mut self) {
+        self.unnamed_here = false;
+        self.unnamed_pending = false;
+        self.copy_in = false;
+        self.syncs_since_execute = 0;
+        self.batches = VecDeque::from([VecDeque::new()]);
+    }
+
     /// The session gave its connection back.
     pub fn detached(&mut self) {
         self.unnamed_here = false;
@@ -411,6 +436,11 @@ impl Statements {
         !self.unnamed_pending && self.batches.iter().all(VecDeque::is_empty)
     }
 
+    /// Forgets the client's statement `name` (its Parse is about to be sent again).
+    pub fn forget(&mut self, name: &[u8]) {
+        self.by_client_name.remove(name);
+    }
+
     /// Client DEALLOCATE ALL / DISCARD ALL.
     pub fn forget_all(&mut self) {
         self.by_client_name.clear();
@@ -418,7 +448,7 @@ impl Statements {
 }
 
 /// Portal and statement names at the start of a Bind body, once both have arrived.
-fn bind_names(body: &[u8]) -> Option<(&[u8], &[u8])> {
+pub fn bind_names(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let (portal, rest) = cstr(body)?;
     let (statement, _) = cstr(rest)?;
     Some((portal, statement))

@@ -10,6 +10,7 @@ mod monitor;
 mod prepared;
 mod psql;
 mod reload;
+mod routing;
 mod security;
 mod support;
 mod tools;

@@ -49,6 +49,7 @@ fn config(cluster: &LocalCluster, max_lag: Option<Duration>) -> ClusterConfig {
             max_lag,
             max_lag_bytes: None,
         }],
+        monitor_user: localpg::SUPERUSER.to_owned(),
     }
 }
 

@@ -99,6 +99,14 @@ pub struct ProxyBuilder {
     max_client_connections: usize,
     tls: Option<(&'static str, PathBuf, PathBuf)>,
     app_server_password: &'static str,
+    /// Servers other than the shared cluster's primary: (primary port, replica ports).
+    servers: Option<(u16, Vec<u16>)>,
+    /// More fields of each replica's flow mapping, e.g. `max_lag: 100ms`.
+    replica_options: String,
+    /// More lines under the database, e.g. `consistency: eventual`.
+    database_options: Vec<String>,
+    /// A `routing:` section, as YAML text.
+    routing: String,
 }
 
 impl Default for ProxyBuilder {
@@ -110,6 +118,10 @@ impl Default for ProxyBuilder {
             max_client_connections: 2000,
             tls: None,
             app_server_password: APP_PASSWORD,
+            servers: None,
+            replica_options: String::new(),
+            database_options: Vec::new(),
+            routing: String::new(),
         }
     }
 }
@@ -142,13 +154,67 @@ impl ProxyBuilder {
         self
     }
 
+    /// Proxies to these servers (a primary and its replicas) instead of the shared primary.
+    pub fn servers(mut self, primary: u16, replicas: &[u16]) -> Self {
+        self.servers = Some((primary, replicas.to_vec()));
+        self
+    }
+
+    /// The shared cluster's primary and its streaming replica.
+    pub fn with_replica(self) -> Self {
+        let replica = cluster()
+            .replica()
+            .expect("shared cluster has a replica")
+            .port();
+        self.servers(primary().port(), &[replica])
+    }
+
+    pub fn replica_options(mut self, fields: &str) -> Self {
+        self.replica_options = fields.to_owned();
+        self
+    }
+
+    pub fn database_option(mut self, line: &str) -> Self {
+        self.database_options.push(line.to_owned());
+        self
+    }
+
+    /// The config's `routing:` section (YAML, starting with `routing:`).
+    pub fn routing(mut self, yaml: &str) -> Self {
+        self.routing = yaml.to_owned();
+        self
+    }
+
     pub fn tls(mut self, mode: &'static str, cert: &Path, key: &Path) -> Self {
         self.tls = Some((mode, cert.to_owned(), key.to_owned()));
         self
     }
 
-    fn yaml(&self) -> String {
-        let primary = primary();
+    /// The config file this builder describes.
+    pub fn yaml(&self) -> String {
+        let (primary_port, replica_ports) = match &self.servers {
+            Some((primary, replicas)) => (*primary, replicas.clone()),
+            None => (primary().port(), Vec::new()),
+        };
+        let replicas = match replica_ports.is_empty() {
+            true => String::new(),
+            false => {
+                let extra = match self.replica_options.is_empty() {
+                    true => String::new(),
+                    false => format!(", {}", self.replica_options),
+                };
+                let items: String = replica_ports
+                    .iter()
+                    .map(|p| format!("      - {{ host: 127.0.0.1, port: {p}{extra} }}\n"))
+                    .collect();
+                format!("    replicas:\n{items}")
+            }
+        };
+        let database_options: String = self
+            .database_options
+            .iter()
+            .map(|line| format!("    {line}\n"))
+            .collect();
         let tls = match &self.tls {
             None => String::new(),
             Some((mode, cert, key)) => format!(
@@ -165,12 +231,13 @@ impl ProxyBuilder {
 {tls}clusters:
   main:
     primary: {{ host: 127.0.0.1, port: {port} }}
-databases:
+{replicas}databases:
   {DATABASE}:
     cluster: main
     pool_mode: {mode}
     pool_size: {size}
     checkout_timeout: {timeout}
+{database_options}{routing}
 users:
   {APP_USER}:
     auth: scram-sha-256
@@ -186,7 +253,8 @@ users:
     server_password: "{APP_PASSWORD}"
 {dedicated}"#,
             max = self.max_client_connections,
-            port = primary.port(),
+            port = primary_port,
+            routing = self.routing,
             mode = self.pool_mode,
             size = self.pool_size,
             timeout = self.checkout_timeout,
@@ -206,21 +274,37 @@ users:
         let yaml = self.yaml();
         let config = pgstrata::rules::load_str(&yaml, Path::new("test.yaml"), &|_| None)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            pgstrata::run(listener, config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("proxy run");
-        });
-        TestProxy {
-            addr,
-            stop: Some(stop),
-            task,
+        start_proxy(config, None).await
+    }
+
+    /// Starts pgstrata with its config in a file of its own (in `dir`), reloaded on change.
+    pub async fn start_watching(self, dir: &Path) -> (TestProxy, PathBuf) {
+        let path = dir.join("pgstrata.yaml");
+        std::fs::write(&path, self.yaml()).expect("write config");
+        let config =
+            pgstrata::rules::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        (start_proxy(config, Some(path.clone())).await, path)
+    }
+}
+
+async fn start_proxy(config: pgstrata::rules::Config, watch: Option<PathBuf>) -> TestProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let task = tokio::spawn(async move {
+        match watch {
+            None => pgstrata::run(listener, config, shutdown).await,
+            Some(path) => pgstrata::run_watching(listener, config, path, shutdown).await,
         }
+        .expect("proxy run");
+    });
+    TestProxy {
+        addr,
+        stop: Some(stop),
+        task,
     }
 }
 
@@ -271,7 +355,9 @@ pub async fn connect(conn_string: &str) -> tokio_postgres::Client {
         .await
         .unwrap_or_else(|e| panic!("connect {conn_string}: {e}"));
     tokio::spawn(async move {
-        let _ = connection.await;
+        if let Err(e) = connection.await {
+            eprintln!("client connection ended with an error: {e:?}");
+        }
     });
     client
 }

@@ -9,18 +9,35 @@ use crate::metrics;
 use crate::protocol::frame::{cstr, Flow};
 use crate::protocol::message::{self, Backend, Frontend};
 use crate::protocol::sqlstate::class_label;
+use crate::protocol::TxStatus;
 use crate::session::error::SessionError;
 use crate::session::state::Event;
 use crate::sql::effects::{self, Effects, PinReason};
 
+use super::routing::{self, Context};
+
+/// How far `take_client_frames` got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Taken {
+    /// Every complete message went on.
+    All,
+    /// The client sent Terminate.
+    Terminate,
+    /// Routing stopped the input: a connection must be taken or changed first.
+    Stopped,
+}
+
 impl Relay {
     /// Streams client messages towards the server. Stops in front of Terminate.
     /// Statements that leave state in the server session pin it.
-    pub(super) fn take_client_frames(&mut self) -> Result<Flow, SessionError> {
+    pub(super) fn take_client_frames(&mut self) -> Result<Taken, SessionError> {
+        self.note_replay_names();
         let now = Instant::now();
         let state = &mut self.state;
         let mut pinned = None;
         let mut effects = Effects::default();
+        let mut terminated = false;
+        let mut routed_stop = false;
         // Transaction pooling reads every statement (a pinned session may be freed later and
         // must know its settings); session pooling reads none.
         let watching = self.statements.is_some();
@@ -30,11 +47,23 @@ impl Relay {
             .client_params
             .get("standard_conforming_strings")
             .is_some_and(|v| v == "off");
-        let mut statements = self
-            .statements
-            .as_mut()
-            .zip(self.server.as_deref_mut().map(|s| &mut s.statements));
-        let reads_parse = statements.is_some();
+        let held = self.server.is_some();
+        if let (false, Some(routing)) = (held, self.routing.as_mut()) {
+            // A transaction is about to start: it is judged by the rules in force now.
+            routing.refresh(&self.session.proxy)?;
+        }
+        let application_name = self
+            .session
+            .client_params
+            .get("application_name")
+            .cloned()
+            .unwrap_or_default();
+        let before = self.replay.is_some().then(|| self.from_client.clone());
+        let routing = &mut self.routing;
+        let to_client = &mut self.to_client;
+        let mut client_statements = self.statements.as_mut();
+        let mut server_statements = self.server.as_deref_mut().map(|s| &mut s.statements);
+        let reads_parse = client_statements.is_some() && server_statements.is_some();
         let flow = self.client_stream.pump(
             &mut self.from_client,
             &mut self.to_server,
@@ -46,13 +75,33 @@ impl Relay {
             |tag, len, body, complete| {
                 let kind = Frontend::from_tag(tag);
                 if kind == Frontend::Terminate {
+                    terminated = true;
                     return Flow::Stop;
+                }
+                if let Some(routing) = routing.as_mut() {
+                    let cx = Context {
+                        held,
+                        answered: state.pending_ready == 0 && !state.unsynced,
+                        status: state.status,
+                        application_name: &application_name,
+                        statements: client_statements.as_deref(),
+                    };
+                    let step = routing.on_message(kind, body, complete, &cx, to_client);
+                    if let Some(flow) = routing::flow(&step) {
+                        routed_stop = flow == Flow::Stop;
+                        return flow;
+                    }
                 }
                 // Decided first: NeedMore means this message comes back with more bytes,
                 // and nothing below may happen twice.
-                let flow = match statements.as_mut() {
-                    Some((client, server)) => client.on_client(tag, len, body, complete, server),
-                    None => Flow::Forward,
+                let flow = match (
+                    client_statements.as_deref_mut(),
+                    server_statements.as_deref_mut(),
+                ) {
+                    (Some(client), Some(server)) => {
+                        client.on_client(tag, len, body, complete, server)
+                    }
+                    _ => Flow::Forward,
                 };
                 if flow == Flow::NeedMore {
                     return flow;
@@ -70,7 +119,10 @@ impl Relay {
                     effects.may_clear |= found.may_clear;
                     effects.custom_settings.extend(found.custom_settings);
                     if found.drops_statements {
-                        if let Some((client, server)) = statements.as_mut() {
+                        if let (Some(client), Some(server)) = (
+                            client_statements.as_deref_mut(),
+                            server_statements.as_deref_mut(),
+                        ) {
                             client.forget_all();
                             server.clear();
                         }
@@ -80,6 +132,9 @@ impl Relay {
                 flow
             },
         )?;
+        if let Some(before) = before {
+            self.keep_for_replay(&before);
+        }
         self.settings_changed |= effects.settings;
         self.custom_settings.extend(effects.custom_settings);
         self.may_unpin |= effects.may_clear;
@@ -95,7 +150,11 @@ impl Relay {
             metrics::pinned(reason);
             self.pin = Some(reason);
         }
-        Ok(flow)
+        Ok(match flow {
+            Flow::Stop if terminated => Taken::Terminate,
+            Flow::Stop if routed_stop => Taken::Stopped,
+            _ => Taken::All,
+        })
     }
 
     /// Streams server messages towards the client (or nowhere, when `discard`), tracking
@@ -115,6 +174,11 @@ impl Relay {
         let statements = &mut self.statements;
         let state = &mut self.state;
         let said_fatal = &mut self.server_said_fatal;
+        // A kept request (see `retry`): each batch's answer is judged by its first message.
+        let armed = self.replay.is_some();
+        let mut started = self.replay_started;
+        let (mut answered, mut disarm) = (0, false);
+        let mut retry = None;
         let client_params = &mut self.session.client_params;
         self.server_stream
             .pump(
@@ -123,10 +187,20 @@ impl Relay {
                 |tag| {
                     matches!(
                         Backend::from_tag(tag),
-                        Backend::ReadyForQuery | Backend::ParameterStatus
+                        Backend::ReadyForQuery | Backend::ParameterStatus | Backend::ErrorResponse
                     )
                 },
                 |tag, _len, body, complete| {
+                    if retry.is_some() {
+                        return Flow::Drop;
+                    }
+                    if armed && !started {
+                        retry = super::retry::first_reply_retry(tag, body);
+                        if retry.is_some() {
+                            return Flow::Drop;
+                        }
+                        started = true;
+                    }
                     let kind = Backend::from_tag(tag);
                     let mut ready = None;
                     match kind {
@@ -153,6 +227,14 @@ impl Relay {
                         Some(statements) => statements.on_server(tag, server_statements),
                         None => Flow::Forward,
                     };
+                    if armed && ready.is_some() {
+                        // A batch answered whole; the next may still be sent elsewhere,
+                        // unless a transaction stays open on this server.
+                        match ready == Some(TxStatus::Idle) {
+                            true => (answered, started) = (answered + 1, false),
+                            false => disarm = true,
+                        }
+                    }
                     if let Event::TransactionEnded(duration) = state.on_backend(kind, ready, now) {
                         let m = metrics::get();
                         m.transactions.increment(1);
@@ -162,6 +244,14 @@ impl Relay {
                 },
             )
             .map_err(|_| SessionError::ServerLost)?;
+        if armed {
+            self.replay_started = started;
+            self.retry = retry;
+            match disarm {
+                true => self.replay = None,
+                false => self.replay_answered(answered),
+            }
+        }
         if discard {
             self.to_client.clear();
         }
@@ -203,9 +293,4 @@ fn stronger_pin(current: Option<PinReason>, new: Option<PinReason>) -> Option<Pi
         (None, n) => n,
         (c, _) => c,
     }
-}
-
-/// The client has sent (the start of) a message that needs a server connection.
-pub(super) fn starts_a_request(buf: &[u8]) -> bool {
-    buf.len() >= 5 && Frontend::from_tag(buf[0]) != Frontend::Terminate
 }

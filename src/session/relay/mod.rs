@@ -6,6 +6,9 @@
 mod frames;
 mod pooling;
 mod release;
+mod retry;
+mod routing;
+mod targets;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
@@ -20,14 +23,15 @@ use tokio::sync::watch;
 use super::error::SessionError;
 use super::state::RelayState;
 use super::statements::Statements;
-use crate::backend::{CancelKey, Pool, PooledServer, ServerConnection};
+use crate::backend::{CancelKey, PoolSet, PooledServer, ServerConnection};
 use crate::metrics;
-use crate::protocol::frame::{Flow, Streamer};
+use crate::protocol::frame::Streamer;
+use crate::proxy::{Proxy, Snapshot};
 use crate::rules::PoolMode;
 use crate::sql::effects::PinReason;
 use crate::tls::{ClientReader, ClientWriter};
-use frames::starts_a_request;
 use release::release;
+use routing::Routing;
 
 /// Stop reading a side while this much is waiting to be written to the other.
 const HIGH_WATER: usize = 1024 * 1024;
@@ -53,7 +57,12 @@ enum End {
 
 /// What a session brings to the relay.
 pub struct Session {
-    pub pool: Arc<Pool>,
+    pub proxy: Arc<Proxy>,
+    /// The rules the session started with, and its pools under them.
+    pub snapshot: Arc<Snapshot>,
+    pub pools: Arc<PoolSet>,
+    pub user: String,
+    pub database: String,
     /// Settings from the StartupMessage, applied to every server connection the session uses.
     pub settings: Arc<Vec<(String, String)>>,
     pub cancel_key: CancelKey,
@@ -88,6 +97,16 @@ pub struct Relay {
     server_stream: Streamer,
     /// The server's last ErrorResponse was FATAL: it already told the client why it goes.
     server_said_fatal: bool,
+    /// Read/write routing (transaction pooling only).
+    routing: Option<Routing>,
+    /// A read sent to a replica, kept until its answer starts, to send again elsewhere.
+    replay: Option<BytesMut>,
+    /// The replica's first answer asked for the read to go elsewhere.
+    retry: Option<retry::Retry>,
+    /// Statement names the kept request registered: forgotten if it is sent again.
+    replay_names: Vec<Vec<u8>>,
+    /// The answer to the kept request's first batch has started: it cannot be sent again.
+    replay_started: bool,
 }
 
 impl Relay {
@@ -97,7 +116,18 @@ impl Relay {
         server: PooledServer,
         session: Session,
     ) -> Relay {
-        let pin = (session.pool.mode() == PoolMode::Session).then_some(PinReason::SessionMode);
+        let pin =
+            (session.pools.primary.mode() == PoolMode::Session).then_some(PinReason::SessionMode);
+        let routing = pin.is_none().then(|| {
+            let mut routing = Routing::new(
+                Arc::clone(&session.snapshot),
+                Arc::clone(&session.pools),
+                &session.user,
+                &session.database,
+            );
+            routing.held(routing::Role::Primary);
+            routing
+        });
         Relay {
             client_reader,
             client_writer,
@@ -116,6 +146,11 @@ impl Relay {
             client_stream: Streamer::default(),
             server_stream: Streamer::default(),
             server_said_fatal: false,
+            routing,
+            replay: None,
+            retry: None,
+            replay_names: Vec::new(),
+            replay_started: false,
         }
     }
 
@@ -139,8 +174,9 @@ impl Relay {
             End::Failed(e) => e.reply(),
             _ => None,
         };
-        if let End::Failed(e) = &end {
-            tracing::debug!(error = %e, "session ended with an error");
+        match &end {
+            End::Failed(e) => tracing::debug!(error = %e, "session ended with an error"),
+            other => tracing::debug!(end = ?other, "session ended"),
         }
         if let Some(reply) = reply {
             metrics::error(reply.code.class());
@@ -163,7 +199,7 @@ impl Relay {
         let shutdown_signal = shutdown.changed();
         tokio::pin!(shutdown_signal);
         // The client may have sent requests along with its last authentication message.
-        if self.take_client_frames()? == Flow::Stop {
+        if self.take_frames_attaching().await? {
             return Ok(End::Terminated);
         }
         // (The server is attached at this point: the session starts with one.)
@@ -171,17 +207,32 @@ impl Relay {
             if self.server.is_none() && !self.to_server.is_empty() {
                 self.attach().await?;
             }
-            if let Some(end) = self.write_ahead() {
-                return Ok(end);
+            match self.write_ahead() {
+                Some(End::ServerLost) if self.retry_read(retry::Retry::Lost).await? => {
+                    if self.take_frames_attaching().await? {
+                        return Ok(End::Terminated);
+                    }
+                    continue;
+                }
+                Some(end) => return Ok(end),
+                None => {}
             }
-            if self.transaction_over() && self.may_unpin {
-                self.check_unpin().await?;
+            if self.transaction_over() {
+                if self.may_unpin {
+                    self.check_unpin().await?;
+                }
+                if self.routing.as_ref().is_some_and(Routing::needs_floor) {
+                    self.read_floor_lsn().await?;
+                }
             }
             if self.may_release() {
                 if self.settings_changed {
                     self.capture_settings().await?;
                 }
                 self.detach();
+            }
+            if self.barrier_lifted() && self.take_frames_attaching().await? {
+                return Ok(End::Terminated);
             }
             if shutting_down && self.is_quiet() {
                 return Ok(End::Shutdown);
@@ -200,6 +251,7 @@ impl Relay {
                 None => (None, None),
             };
             let has_server = server_writer.is_some();
+            let deadline = self.routing.as_ref().and_then(|r| r.deadline);
             tokio::select! {
                 read = self.client_reader.read_buf(&mut self.from_client),
                     if self.to_server.len() < HIGH_WATER =>
@@ -207,28 +259,37 @@ impl Relay {
                     match read {
                         Ok(0) | Err(_) => return Ok(End::ClientGone),
                         Ok(_) => {
-                            // Statement names are mapped against the connection's own
-                            // statements: take one before reading the messages.
-                            if self.server.is_none() && starts_a_request(&self.from_client) {
-                                self.attach().await?;
-                            }
-                            if self.take_client_frames()? == Flow::Stop {
+                            if self.take_frames_attaching().await? {
                                 return Ok(End::Terminated);
                             }
                         }
                     }
                 }
                 read = read_server(server_reader), if has_server && self.to_client.len() < HIGH_WATER => {
-                    match read {
-                        Ok(0) | Err(_) => return Ok(End::ServerLost),
-                        Ok(_) => self.take_server_frames(false)?,
+                    let lost = match read {
+                        Ok(0) | Err(_) => true,
+                        Ok(_) => self.take_server_frames(false).is_err(),
+                    };
+                    let retry = if lost { Some(retry::Retry::Lost) } else { self.retry };
+                    if let Some(retry) = retry {
+                        if !self.retry_read(retry).await? {
+                            return Ok(End::ServerLost);
+                        }
+                        if self.take_frames_attaching().await? {
+                            return Ok(End::Terminated);
+                        }
                     }
                 }
                 written = write_server(server_writer, &mut self.to_server),
                     if has_server && !self.to_server.is_empty() =>
                 {
                     if written.is_err() {
-                        return Ok(End::ServerLost);
+                        if !self.retry_read(retry::Retry::Lost).await? {
+                            return Ok(End::ServerLost);
+                        }
+                        if self.take_frames_attaching().await? {
+                            return Ok(End::Terminated);
+                        }
                     }
                 }
                 written = write_client(&mut self.client_writer, &mut self.to_client, &mut self.client_unflushed),
@@ -239,6 +300,9 @@ impl Relay {
                     }
                 }
                 _ = &mut shutdown_signal, if !shutting_down => shutting_down = true,
+                _ = sleep_until(deadline), if deadline.is_some() && has_server => {
+                    self.statement_timed_out().await;
+                }
             }
         }
     }
@@ -274,6 +338,13 @@ impl Relay {
             && self.server.as_deref().is_none_or(|s| s.read_buf.is_empty())
             && self.server_stream.at_boundary()
             && self.client_stream.at_boundary()
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

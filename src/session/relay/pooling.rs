@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::Relay;
 use crate::backend::cancel::CancelTarget;
-use crate::backend::ServerConnection;
+use crate::backend::{PooledServer, ServerConnection};
 use crate::metrics;
 use crate::protocol::{reply, TxStatus};
 use crate::session::error::SessionError;
@@ -16,23 +16,20 @@ impl Relay {
     /// Takes a server connection for the transaction the client is starting, first giving
     /// it this client's settings if it carries others.
     pub(super) async fn attach(&mut self) -> Result<(), SessionError> {
-        let mut server = self.session.pool.checkout().await?;
-        // Run before the client's bytes and waited for: if it fails, the client's
-        // statements must not run under another client's settings.
-        if let Some(sql) =
-            hidden::reconcile_settings(server.applied.as_deref(), &self.session.settings)
-        {
-            match server.run_hidden(&sql).await {
-                Ok(None) => server.applied = Some(Arc::clone(&self.session.settings)),
-                Ok(Some(fields)) => {
-                    server.broken = true;
-                    return Err(SessionError::HiddenStatement(fields));
-                }
-                Err(e) => {
-                    server.broken = true;
-                    return Err(e.into());
-                }
-            }
+        let want = self.routing.as_ref().and_then(|r| r.want);
+        let mut server = self.checkout().await?;
+        // A replica that fails while being given the client's settings is reported and
+        // the transaction goes elsewhere: nothing of it has run yet.
+        while let Err(e) = self.reconcile(&mut server).await {
+            let Some(routing) = self.routing.as_mut().filter(|r| r.on_replica()) else {
+                return Err(e);
+            };
+            tracing::warn!(error = %e, "replica failed before the transaction started: it goes elsewhere");
+            routing.replica_failed();
+            routing.want = want;
+            drop(server);
+            metrics::read_retried("replica_lost");
+            server = self.checkout().await?;
         }
         // Reported values that differ from what the client was told, it hears about.
         for (name, value) in &server.params {
@@ -49,7 +46,32 @@ impl Relay {
             key: server.key,
         }));
         self.server = Some(server);
+        self.arm_replay();
         Ok(())
+    }
+
+    /// Gives `server` this client's settings if it carries others. Run before the client's
+    /// bytes and waited for: the client's statements must not run under another's settings.
+    async fn reconcile(&mut self, server: &mut PooledServer) -> Result<(), SessionError> {
+        let Some(sql) =
+            hidden::reconcile_settings(server.applied.as_deref(), &self.session.settings)
+        else {
+            return Ok(());
+        };
+        match server.run_hidden(&sql).await {
+            Ok(None) => {
+                server.applied = Some(Arc::clone(&self.session.settings));
+                Ok(())
+            }
+            Ok(Some(fields)) => {
+                server.broken = true;
+                Err(SessionError::HiddenStatement(fields))
+            }
+            Err(e) => {
+                server.broken = true;
+                Err(e.into())
+            }
+        }
     }
 
     /// Transaction pooling: the transaction is over and nothing is in flight.
@@ -109,6 +131,9 @@ impl Relay {
     /// Gives the server connection back to the pool as it is: its settings are tracked in
     /// `applied`, and nothing else of the session's can be on it (or it would be pinned).
     pub(super) fn detach(&mut self) {
+        if let Some(routing) = self.routing.as_mut() {
+            routing.released();
+        }
         if let Some(mut server) = self.server.take() {
             self.session.cancel_key.set_target(None);
             server.needs_reset = false;
@@ -120,7 +145,7 @@ impl Relay {
 }
 
 /// Runs a hidden two-column query on a held connection; a failure breaks the connection.
-async fn fetch_hidden(
+pub(super) async fn fetch_hidden(
     server: &mut ServerConnection,
     sql: &str,
 ) -> Result<Vec<(String, String)>, SessionError> {

@@ -1,0 +1,619 @@
+//! Read/write routing against a real primary and streaming replica: reads land on the
+//! replica and writes on the primary (proven server-side), read-your-writes with a delayed
+//! replica, hints and route settings, and replicas that stop, lag or come back.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pgstrata::localpg::{ClusterOptions, LocalCluster};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::support::{self, connect, eventually, ProxyBuilder, APP_PASSWORD, APP_USER, DATABASE};
+
+/// Where a statement ran: (in recovery, server port).
+async fn served_by(client: &Client, sql: &str) -> (bool, i32) {
+    let row = client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    (row.get(0), row.get(1))
+}
+
+const WHERE: &str = "SELECT pg_is_in_recovery(), inet_server_port()";
+
+/// The same through the simple protocol.
+async fn served_by_simple(client: &Client, sql: &str) -> (bool, i32) {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let row = messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"));
+    (
+        row.get(0) == Some("t"),
+        row.get(1).and_then(|p| p.parse().ok()).unwrap_or(-1),
+    )
+}
+
+/// A cluster of its own (the test stops servers or needs an apply delay), with the app
+/// role and database the proxy's test config expects.
+pub async fn own_cluster(apply_delay: Option<Duration>) -> LocalCluster {
+    let cluster = LocalCluster::start(ClusterOptions {
+        replica_apply_delay: apply_delay,
+        ..ClusterOptions::default()
+    })
+    .await
+    .expect("start primary + replica");
+    let primary = cluster.primary();
+    primary
+        .create_role(APP_USER, APP_PASSWORD, false)
+        .await
+        .expect("create role");
+    primary
+        .create_database(DATABASE, APP_USER)
+        .await
+        .expect("create database");
+    cluster
+        .wait_for_replica()
+        .await
+        .expect("replica catches up");
+    cluster
+}
+
+/// A cluster whose replica applies WAL 300 ms late, shared by the tests that only read
+/// and write through it.
+fn delayed_cluster() -> &'static LocalCluster {
+    static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let cluster = rt.block_on(own_cluster(Some(Duration::from_millis(300))));
+            std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+            cluster
+        })
+        .join()
+        .expect("cluster thread")
+    })
+}
+
+fn ports(cluster: &LocalCluster) -> (u16, u16) {
+    let replica = cluster.replica().expect("replica").port();
+    (cluster.primary().port(), replica)
+}
+
+async fn create_table(cluster: &LocalCluster, sql: &str) {
+    let client = cluster
+        .primary()
+        .connect(APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .expect("connect primary");
+    client.batch_execute(sql).await.expect("create table");
+    cluster
+        .wait_for_replica()
+        .await
+        .expect("replica catches up");
+}
+
+/// Waits until the monitor lets reads onto the replica.
+async fn replica_in_use(client: &Client, replica_port: u16) {
+    let seen = eventually(Duration::from_secs(10), || async {
+        served_by(client, WHERE).await == (true, i32::from(replica_port))
+    })
+    .await;
+    assert!(seen, "reads never reached the replica");
+}
+
+#[tokio::test]
+async fn reads_go_to_the_replica_and_writes_to_the_primary() {
+    let cluster = support::cluster();
+    let (primary_port, replica_port) = ports(cluster);
+    create_table(
+        cluster,
+        "CREATE TABLE IF NOT EXISTS routing_basic (id int); CREATE SEQUENCE IF NOT EXISTS routing_seq",
+    )
+    .await;
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .with_replica()
+        .start()
+        .await;
+    let client = connect(&proxy.app_conn_string()).await;
+    replica_in_use(&client, replica_port).await;
+    let primary = (false, i32::from(primary_port));
+    let replica = (true, i32::from(replica_port));
+    assert_eq!(
+        served_by_simple(&client, WHERE).await,
+        replica,
+        "simple protocol read"
+    );
+    let cases = [
+        ("INSERT INTO routing_basic VALUES (1) RETURNING pg_is_in_recovery(), inet_server_port()", primary),
+        ("SELECT pg_is_in_recovery(), inet_server_port() FROM routing_basic LIMIT 1 FOR UPDATE", primary),
+        ("SELECT pg_is_in_recovery(), inet_server_port() + 0 * nextval('routing_seq')::int", primary),
+        ("/* pgstrata: route=primary */ SELECT pg_is_in_recovery(), inet_server_port()", primary),
+        ("WITH w AS (DELETE FROM routing_basic WHERE id = -1 RETURNING 1) SELECT pg_is_in_recovery(), inet_server_port()", primary),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(served_by(&client, sql).await, expected, "{sql}");
+        assert_eq!(
+            served_by_simple(&client, sql).await,
+            expected,
+            "{sql} (simple)"
+        );
+    }
+    // A read-only transaction stays on a replica; a plain one runs on the primary.
+    replica_in_use(&client, replica_port).await;
+    client
+        .batch_execute("BEGIN READ ONLY")
+        .await
+        .expect("begin");
+    assert_eq!(served_by(&client, WHERE).await, replica);
+    assert_eq!(served_by(&client, WHERE).await, replica);
+    client.batch_execute("COMMIT").await.expect("commit");
+    client.batch_execute("BEGIN").await.expect("begin");
+    assert_eq!(served_by(&client, WHERE).await, primary);
+    client.batch_execute("COMMIT").await.expect("commit");
+    // A prepared read is used on the replica again and again; a prepared write never.
+    let read = client.prepare(WHERE).await.expect("prepare");
+    let write = client
+        .prepare("INSERT INTO routing_basic VALUES ($1) RETURNING pg_is_in_recovery(), inet_server_port()")
+        .await
+        .expect("prepare write");
+    for i in 0..20 {
+        let row = client.query_one(&write, &[&i]).await.expect("write");
+        assert_eq!((row.get::<_, bool>(0), row.get::<_, i32>(1)), primary);
+    }
+    replica_in_use(&client, replica_port).await;
+    for _ in 0..20 {
+        let row = client.query_one(&read, &[]).await.expect("read");
+        assert_eq!((row.get::<_, bool>(0), row.get::<_, i32>(1)), replica);
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn session_route_setting_and_explain_are_answered_by_the_proxy() {
+    let cluster = support::cluster();
+    let (primary_port, replica_port) = ports(cluster);
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .with_replica()
+        .start()
+        .await;
+    let client = connect(&proxy.app_conn_string()).await;
+    replica_in_use(&client, replica_port).await;
+    client
+        .batch_execute("SET pgstrata.route = 'primary'")
+        .await
+        .expect("set route");
+    assert_eq!(
+        served_by_simple(&client, WHERE).await,
+        (false, i32::from(primary_port))
+    );
+    let shown = client
+        .simple_query("SHOW pgstrata.route")
+        .await
+        .expect("show");
+    assert!(
+        shown
+            .iter()
+            .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("primary"))),
+        "SHOW pgstrata.route"
+    );
+    client
+        .batch_execute("RESET pgstrata.route")
+        .await
+        .expect("reset");
+    assert_eq!(
+        served_by_simple(&client, WHERE).await,
+        (true, i32::from(replica_port))
+    );
+    let err = client
+        .batch_execute("SET pgstrata.route = 'sideways'")
+        .await
+        .expect_err("invalid value");
+    assert_eq!(err.code().map(|c| c.code()), Some("22023"), "{err}");
+    // The server never saw the setting: a direct SHOW on its connection would fail.
+    let rows = client
+        .simple_query("EXPLAIN ROUTE SELECT * FROM pg_class FOR UPDATE")
+        .await
+        .expect("explain route");
+    let fields: Vec<(String, String)> = rows
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((
+                r.get(0).unwrap_or_default().to_owned(),
+                r.get(1).unwrap_or_default().to_owned(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        fields.iter().any(|(f, v)| f == "target" && v == "primary"),
+        "{fields:?}"
+    );
+    // The session still works after all of that.
+    assert_eq!(served_by(&client, "SELECT false, 1").await, (false, 1));
+    proxy.shutdown().await;
+}
+
+/// `iterations` rounds of write-then-read through the proxy; returns the stale reads seen.
+async fn stale_reads(client: &Client, table: &str, iterations: i32) -> usize {
+    let mut stale = 0;
+    for i in 0..iterations {
+        // Write, then read it back (extended protocol).
+        client
+            .execute(&format!("INSERT INTO {table} VALUES ($1, 0)"), &[&i])
+            .await
+            .expect("insert");
+        let n: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE id = $1"),
+                &[&i],
+            )
+            .await
+            .expect("read after insert")
+            .get(0);
+        stale += usize::from(n != 1);
+        // Update, then read (simple protocol).
+        client
+            .simple_query(&format!("UPDATE {table} SET v = {i} + 1 WHERE id = {i}"))
+            .await
+            .expect("update");
+        let rows = client
+            .simple_query(&format!("SELECT v FROM {table} WHERE id = {i}"))
+            .await
+            .expect("read after update");
+        let v = rows.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        });
+        stale += usize::from(v != Some((i + 1).to_string()));
+        // Write inside a transaction, read inside it, then after the commit.
+        client.batch_execute("BEGIN").await.expect("begin");
+        client
+            .execute(
+                &format!("UPDATE {table} SET v = v + 1 WHERE id = $1"),
+                &[&i],
+            )
+            .await
+            .expect("update in transaction");
+        let inside: i32 = client
+            .query_one(&format!("SELECT v FROM {table} WHERE id = $1"), &[&i])
+            .await
+            .expect("read in transaction")
+            .get(0);
+        client.batch_execute("COMMIT").await.expect("commit");
+        let after: Option<i32> = client
+            .query_opt(&format!("SELECT v FROM {table} WHERE id = $1"), &[&i])
+            .await
+            .expect("read after commit")
+            .map(|row| row.get(0));
+        stale += usize::from(inside != i + 2) + usize::from(after != Some(i + 2));
+    }
+    stale
+}
+
+#[tokio::test]
+async fn read_your_writes_with_a_delayed_replica() {
+    let cluster = delayed_cluster();
+    let (_, replica_port) = ports(cluster);
+    create_table(
+        cluster,
+        "CREATE TABLE ryw_session (id int PRIMARY KEY, v int)",
+    )
+    .await;
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .servers(cluster.primary().port(), &[replica_port])
+        .start()
+        .await;
+    let writer = connect(&proxy.app_conn_string()).await;
+    let reader = connect(&proxy.app_conn_string()).await;
+    replica_in_use(&reader, replica_port).await;
+    assert_eq!(
+        stale_reads(&writer, "ryw_session", 200).await,
+        0,
+        "stale reads"
+    );
+    // A session that has not written still reads from the replica...
+    assert_eq!(
+        served_by(&reader, WHERE).await,
+        (true, i32::from(replica_port))
+    );
+    // ... and the writer goes back to it once the replica has replayed its writes.
+    replica_in_use(&writer, replica_port).await;
+    proxy.shutdown().await;
+}
+
+/// The control for the test above: without read-your-writes the same loop reads stale
+/// data from the delayed replica, so the test above can fail.
+#[tokio::test]
+async fn eventual_consistency_reads_stale_data_from_a_delayed_replica() {
+    let cluster = delayed_cluster();
+    let (_, replica_port) = ports(cluster);
+    create_table(
+        cluster,
+        "CREATE TABLE ryw_eventual (id int PRIMARY KEY, v int)",
+    )
+    .await;
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .servers(cluster.primary().port(), &[replica_port])
+        .database_option("consistency: eventual")
+        .start()
+        .await;
+    let client = connect(&proxy.app_conn_string()).await;
+    replica_in_use(&client, replica_port).await;
+    assert!(
+        stale_reads(&client, "ryw_eventual", 10).await > 0,
+        "no stale read without read-your-writes"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stopped_replica_sends_reads_to_the_primary_until_it_is_back() {
+    let cluster = own_cluster(None).await;
+    let (primary_port, replica_port) = ports(&cluster);
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .servers(primary_port, &[replica_port])
+        .routing("routing:\n  check_interval: 50ms\n  recover_after: 2\n")
+        .start()
+        .await;
+    let conn_string = proxy.app_conn_string();
+    let client = connect(&conn_string).await;
+    replica_in_use(&client, replica_port).await;
+    // Readers keep reading while the replica goes away.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let stop = std::sync::Arc::clone(&stop);
+        let conn_string = conn_string.clone();
+        readers.push(tokio::spawn(async move {
+            let client = connect(&conn_string).await;
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.query_one(WHERE, &[]).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => {
+                        failed.push(format!("{e:?}"));
+                        break;
+                    }
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster
+        .replica()
+        .expect("replica")
+        .stop()
+        .await
+        .expect("stop replica");
+    let primary = (false, i32::from(primary_port));
+    for _ in 0..50 {
+        assert_eq!(
+            served_by(&client, WHERE).await,
+            primary,
+            "read with the replica down"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        let (ok, failed) = reader.await.expect("reader");
+        assert!(ok > 0);
+        assert!(
+            failed.is_empty(),
+            "a read failed while the replica stopped: {failed:?}"
+        );
+    }
+    cluster
+        .replica()
+        .expect("replica")
+        .start()
+        .await
+        .expect("start replica");
+    replica_in_use(&client, replica_port).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_replica_over_its_lag_limit_is_taken_out_and_put_back() {
+    let cluster = own_cluster(Some(Duration::from_millis(400))).await;
+    let (primary_port, replica_port) = ports(&cluster);
+    create_table(
+        &cluster,
+        "CREATE TABLE lag_probe (id serial, at timestamptz default now())",
+    )
+    .await;
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .servers(primary_port, &[replica_port])
+        .replica_options("max_lag: 100ms")
+        .routing("routing:\n  check_interval: 50ms\n  recover_after: 2\n")
+        .start()
+        .await;
+    let reader = connect(&proxy.app_conn_string()).await;
+    replica_in_use(&reader, replica_port).await;
+    // Writes straight to the primary make the replica fall 400 ms behind.
+    let writer = cluster
+        .primary()
+        .connect(APP_USER, APP_PASSWORD, DATABASE)
+        .await
+        .expect("connect");
+    let primary = (false, i32::from(primary_port));
+    let mut taken_out = false;
+    for _ in 0..100 {
+        writer
+            .batch_execute("INSERT INTO lag_probe DEFAULT VALUES")
+            .await
+            .expect("insert");
+        if served_by(&reader, WHERE).await == primary {
+            taken_out = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        taken_out,
+        "a replica 400 ms behind stayed in use with max_lag 100ms"
+    );
+    // Writes stop: the replica catches up and is used again.
+    replica_in_use(&reader, replica_port).await;
+    proxy.shutdown().await;
+}
+
+/// Rules as a firewall and a statement timeout, in both protocols; the session goes on.
+#[tokio::test]
+async fn rules_block_statements_and_bound_their_time() {
+    let cluster = support::cluster();
+    create_table(
+        cluster,
+        "CREATE TABLE IF NOT EXISTS rules_firewall (id int)",
+    )
+    .await;
+    let routing = r#"routing:
+  rules:
+    - name: no-unbounded-delete
+      match: { kind: delete, sql: '^delete from [^ ]+$' }
+      block: "DELETE without WHERE is not allowed"
+    - name: short-sleeps
+      match: { sql: 'pg_sleep' }
+      timeout: 200ms
+"#;
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .with_replica()
+        .routing(routing)
+        .start()
+        .await;
+    let client = connect(&proxy.app_conn_string()).await;
+    let blocked = client
+        .batch_execute("DELETE FROM rules_firewall")
+        .await
+        .expect_err("simple DELETE without WHERE");
+    assert_eq!(blocked.code().map(|c| c.code()), Some("42501"), "{blocked}");
+    let blocked = client
+        .execute("DELETE FROM rules_firewall", &[])
+        .await
+        .expect_err("extended DELETE without WHERE");
+    assert_eq!(blocked.code().map(|c| c.code()), Some("42501"), "{blocked}");
+    client
+        .execute("DELETE FROM rules_firewall WHERE id = $1", &[&1])
+        .await
+        .expect("DELETE with WHERE");
+    let started = std::time::Instant::now();
+    let cancelled = client
+        .batch_execute("SELECT pg_sleep(5)")
+        .await
+        .expect_err("the rule's timeout cancels it");
+    assert_eq!(
+        cancelled.code().map(|c| c.code()),
+        Some("57014"),
+        "{cancelled}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(served_by(&client, "SELECT false, 7").await, (false, 7));
+    proxy.shutdown().await;
+}
+
+/// A read the parser cannot tell is a write (a user function that inserts) is refused by
+/// the replica (25006), sent to the primary instead, and the client sees only success.
+#[tokio::test]
+async fn a_read_the_replica_refuses_as_a_write_runs_on_the_primary() {
+    let cluster = support::cluster();
+    let (primary_port, replica_port) = ports(cluster);
+    create_table(
+        cluster,
+        "CREATE TABLE IF NOT EXISTS refused_writes (id int);
+         CREATE OR REPLACE FUNCTION sneaky_insert() RETURNS int LANGUAGE sql AS
+         'INSERT INTO refused_writes VALUES (1) RETURNING inet_server_port()'",
+    )
+    .await;
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .with_replica()
+        .start()
+        .await;
+    let client = connect(&proxy.app_conn_string()).await;
+    replica_in_use(&client, replica_port).await;
+    for _ in 0..3 {
+        let rows = client
+            .simple_query("SELECT sneaky_insert()")
+            .await
+            .expect("the write runs on the primary");
+        let port = rows.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        });
+        assert_eq!(port, Some(primary_port.to_string()));
+    }
+    proxy.shutdown().await;
+}
+
+/// A changed rules file takes effect on open sessions; an invalid one is refused and the
+/// rules in force stay.
+#[tokio::test]
+async fn rules_reload_on_change_and_keep_serving_on_an_invalid_file() {
+    let cluster = support::cluster();
+    create_table(
+        cluster,
+        "CREATE TABLE IF NOT EXISTS reload_firewall (id int)",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let builder = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .with_replica();
+    let (proxy, path) = builder.clone().start_watching(dir.path()).await;
+    let client = connect(&proxy.app_conn_string()).await;
+    client
+        .batch_execute("DELETE FROM reload_firewall")
+        .await
+        .expect("no rule yet");
+    let blocking = builder.clone().routing(
+        "routing:\n  rules:\n    - match: { kind: delete }\n      block: \"no deletes today\"\n",
+    );
+    std::fs::write(&path, blocking.yaml()).expect("write rules");
+    let blocked = || async {
+        client
+            .batch_execute("DELETE FROM reload_firewall")
+            .await
+            .is_err_and(|e| e.code().map(|c| c.code()) == Some("42501"))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), blocked).await,
+        "the new rule never applied"
+    );
+    std::fs::write(&path, "listen: [this is not a config\n").expect("write invalid rules");
+    // Give the watcher time to see (and refuse) it; the rule in force must stay.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        blocked().await,
+        "an invalid file replaced the rules in force"
+    );
+    std::fs::write(&path, builder.yaml()).expect("write rules without the block");
+    let allowed = || async {
+        client
+            .batch_execute("DELETE FROM reload_firewall")
+            .await
+            .is_ok()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), allowed).await,
+        "the watcher stopped after an invalid file"
+    );
+    proxy.shutdown().await;
+}
