@@ -28,7 +28,21 @@ enum Command {
     /// Run the proxy (the default).
     Run,
     /// Validate a config file; print every problem as file:line:column: path: message.
-    Check { file: PathBuf },
+    Check {
+        file: PathBuf,
+        /// Also show how this SQL would be routed under the file's rules.
+        #[arg(long)]
+        explain: Option<String>,
+        /// The user the explained statement runs as (rules may match on it).
+        #[arg(long, default_value = "")]
+        user: String,
+        /// The database the explained statement runs in.
+        #[arg(long, default_value = "")]
+        database: String,
+        /// The client's application_name.
+        #[arg(long, default_value = "")]
+        application_name: String,
+    },
     /// Start a local primary + streaming replica and pgstrata in front of them.
     Demo {
         #[arg(long, default_value_t = 6432)]
@@ -44,7 +58,20 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
-        Some(Command::Check { file }) => check(&file),
+        Some(Command::Check {
+            file,
+            explain,
+            user,
+            database,
+            application_name,
+        }) => {
+            let ctx = pgstrata::router::RequestCtx {
+                user: &user,
+                database: &database,
+                application_name: &application_name,
+            };
+            check(&file, explain.as_deref().map(|sql| (sql, ctx)))
+        }
         Some(Command::Demo { port }) => runtime(cli.threads)?.block_on(demo(port)),
         Some(Command::Run) | None => runtime(cli.threads)?.block_on(run(&cli.config)),
     }
@@ -64,10 +91,18 @@ fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(builder.enable_all().build()?)
 }
 
-fn check(file: &Path) -> anyhow::Result<()> {
+fn check(file: &Path, explain: Option<(&str, pgstrata::router::RequestCtx)>) -> anyhow::Result<()> {
     match rules::load(file) {
-        Ok(_) => {
+        Ok(config) => {
             println!("{}: ok", file.display());
+            if let Some((sql, ctx)) = explain {
+                let router = pgstrata::router::Router::new(&config.routing);
+                let classified = router.classify(sql.as_bytes());
+                let decision = router.decide(&classified, &ctx, &Default::default());
+                for (field, value) in pgstrata::router::explain(&classified, &decision) {
+                    println!("{field:>15}: {value}");
+                }
+            }
             Ok(())
         }
         Err(errors) => {

@@ -46,7 +46,7 @@ pub struct Monitored {
 impl Snapshot {
     /// Builds from `config`, keeping whatever of `previous` is unchanged (pools with their
     /// connections, monitors of unchanged clusters).
-    fn build(config: Config, previous: Option<&Snapshot>) -> Snapshot {
+    pub(crate) fn build(config: Config, previous: Option<&Snapshot>) -> Snapshot {
         let pools = Pools::build(&config, previous.map(|p| &p.pools));
         let mut clusters = HashMap::new();
         for (name, cluster) in &config.clusters {

@@ -235,6 +235,9 @@ pub struct ClusterHealth {
     pub primary: Arc<ServerHealth>,
     pub replicas: Vec<Arc<ServerHealth>>,
     primary_lsn: AtomicU64,
+    /// The highest WAL position a session read after its write transaction: where a new
+    /// session's reads start from, so it sees what was written through the proxy before.
+    last_write: AtomicU64,
     write_functions: ArcSwap<HashSet<String>>,
     /// Shares ties between replicas in proportion to weight (see `pick`).
     pub(super) ticket: AtomicUsize,
@@ -247,9 +250,20 @@ impl ClusterHealth {
             primary,
             replicas,
             primary_lsn: AtomicU64::new(0),
+            last_write: AtomicU64::new(0),
             write_functions: ArcSwap::from_pointee(HashSet::new()),
             ticket: AtomicUsize::new(0),
         }
+    }
+
+    /// A session committed a write; the primary's WAL position after it was `lsn`.
+    pub fn note_write(&self, lsn: Lsn) {
+        self.last_write.fetch_max(lsn.0, Ordering::AcqRel);
+    }
+
+    /// The WAL position after the last write committed through the proxy (0: none yet).
+    pub fn last_write(&self) -> Lsn {
+        Lsn(self.last_write.load(Ordering::Acquire))
     }
 
     /// The primary's last polled `pg_current_wal_insert_lsn()`; 0 until the first check.

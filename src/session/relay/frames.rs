@@ -59,6 +59,11 @@ impl Relay {
             .cloned()
             .unwrap_or_default();
         let before = self.replay.is_some().then(|| self.from_client.clone());
+        let serializable = self.routing.is_some()
+            && self.session.settings.iter().any(|(name, value)| {
+                name == "default_transaction_isolation"
+                    && value.eq_ignore_ascii_case("serializable")
+            });
         let routing = &mut self.routing;
         let to_client = &mut self.to_client;
         let mut client_statements = self.statements.as_mut();
@@ -85,6 +90,7 @@ impl Relay {
                         status: state.status,
                         application_name: &application_name,
                         statements: client_statements.as_deref(),
+                        serializable,
                     };
                     let step = routing.on_message(kind, body, complete, &cx, to_client);
                     if let Some(flow) = routing::flow(&step) {

@@ -4,6 +4,7 @@
 //! the pool when a transaction starts and given back when it ends.
 
 mod frames;
+mod judge;
 mod pooling;
 mod release;
 mod retry;

@@ -4,22 +4,23 @@
 //! ROUTE, blocked statements) never reach a server.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use super::judge::Local;
 
 use bytes::BytesMut;
 
 use crate::backend::monitor::{ClusterHealth, Lsn};
 use crate::backend::PoolSet;
 use crate::metrics;
-use crate::protocol::frame::{cstr, Flow};
+use crate::protocol::frame::Flow;
 use crate::protocol::message::Frontend;
 use crate::protocol::{reply, ErrorReply, SqlState, TxStatus};
 use crate::proxy::{Proxy, Snapshot};
-use crate::router::{self, Intercept, RequestCtx, RouteTarget};
+use crate::router::{Intercept, RouteTarget};
 use crate::rules::Consistency;
 use crate::session::error::SessionError;
-use crate::session::statements::{bind_names, Statements};
-use crate::sql::effects;
+use crate::session::statements::Statements;
 
 /// Which server the held connection belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,14 +64,14 @@ pub(super) enum Step {
 pub(super) struct Routing {
     pub snapshot: Arc<Snapshot>,
     pub pools: Arc<PoolSet>,
-    user: String,
-    database: String,
+    pub(super) user: String,
+    pub(super) database: String,
     pub role: Role,
     /// The primary's WAL position after this session's last write: replicas serve its
     /// reads only once they have replayed this far (read-your-writes).
     pub floor: Lsn,
     /// `SET pgstrata.route`: the session's own preference for reads.
-    session_route: Option<RouteTarget>,
+    pub(super) session_route: Option<RouteTarget>,
     /// Decided for the next transaction, before a connection is taken.
     pub want: Option<Want>,
     /// An extended-protocol batch (Parse … Sync) is open.
@@ -101,21 +102,6 @@ impl Drop for InFlight {
     }
 }
 
-/// What a statement asks of routing.
-struct Judged {
-    want: Want,
-    writes: bool,
-    timeout: Option<Duration>,
-    local: Option<Local>,
-}
-
-/// A statement the proxy answers itself.
-enum Local {
-    Intercept(Intercept),
-    Block(String),
-    Explain(Vec<Vec<String>>),
-}
-
 impl Routing {
     pub(super) fn new(
         snapshot: Arc<Snapshot>,
@@ -123,13 +109,18 @@ impl Routing {
         user: &str,
         database: &str,
     ) -> Routing {
+        // A new session reads at least what was written through the proxy before it came:
+        // a client that writes on one connection and reads on the next sees its write.
+        let floor = snapshot
+            .health(&pools.cluster)
+            .map_or(Lsn(0), |health| health.last_write());
         Routing {
             snapshot,
             pools,
             user: user.to_owned(),
             database: database.to_owned(),
             role: Role::Primary,
-            floor: Lsn(0),
+            floor,
             session_route: None,
             want: None,
             batch_open: false,
@@ -238,6 +229,8 @@ pub(super) struct Context<'a> {
     pub status: TxStatus,
     pub application_name: &'a str,
     pub statements: Option<&'a Statements>,
+    /// The session's transactions are serializable, which a hot standby refuses.
+    pub serializable: bool,
 }
 
 impl Routing {
@@ -383,134 +376,6 @@ impl Routing {
             }
         }
     }
-
-    /// Classifies a Query, Parse or Bind (by its statement). None: nothing to judge by;
-    /// Err: the names of a Bind have not all arrived.
-    fn judge(
-        &self,
-        kind: Frontend,
-        body: &[u8],
-        complete: bool,
-        cx: &Context<'_>,
-    ) -> Option<Result<Judged, ()>> {
-        let sql = match kind {
-            Frontend::Query => cstr(body).map_or(body, |(sql, _)| sql),
-            Frontend::Parse => cstr(body)
-                .and_then(|(_, rest)| cstr(rest))
-                .map(|(sql, _)| sql)?,
-            Frontend::Bind => match bind_names(body) {
-                None if !complete => return Some(Err(())),
-                None => return None,
-                Some((_, [])) => return None,
-                Some((_, statement)) => cx.statements?.query_of(statement)?,
-            },
-            _ => return None,
-        };
-        let unreadable = !complete && kind != Frontend::Bind;
-        Some(Ok(self.judge_sql(
-            kind,
-            sql,
-            unreadable,
-            cx.application_name,
-        )))
-    }
-
-    fn judge_sql(&self, kind: Frontend, sql: &[u8], unreadable: bool, app: &str) -> Judged {
-        let primary = |writes| Judged {
-            want: Want::Primary,
-            writes,
-            timeout: None,
-            local: None,
-        };
-        if unreadable {
-            return primary(true);
-        }
-        if kind != Frontend::Bind {
-            if let Some(intercept) = router::intercept(sql) {
-                let local = match intercept {
-                    Intercept::ExplainRoute(inner) => {
-                        let inner = sql.get(inner).unwrap_or_default();
-                        Local::Explain(self.explain(inner, app))
-                    }
-                    other => Local::Intercept(other),
-                };
-                return Judged {
-                    local: Some(local),
-                    ..primary(false)
-                };
-            }
-        }
-        let hint = router::leading_hint(sql);
-        if hint.explain && kind != Frontend::Bind {
-            return Judged {
-                local: Some(Local::Explain(self.explain(sql, app))),
-                ..primary(false)
-            };
-        }
-        let router = &self.snapshot.router;
-        let classified = router.classify(sql);
-        let ctx = RequestCtx {
-            user: &self.user,
-            database: &self.database,
-            application_name: app,
-        };
-        let dynamic = self
-            .health()
-            .map(|h| h.write_functions())
-            .unwrap_or_default();
-        let decision = router.decide(&classified, &ctx, &dynamic);
-        if let Some(message) = decision.block {
-            return Judged {
-                local: Some(Local::Block(message.to_owned())),
-                ..primary(false)
-            };
-        }
-        let writes = decision.reason.is_write();
-        let target = match hint.route.or(self.session_route) {
-            Some(route) if !writes => route,
-            _ => decision.target,
-        };
-        let mut want = match target {
-            RouteTarget::Primary => Want::Primary,
-            RouteTarget::Replica => Want::Read { any: false },
-            RouteTarget::Any => Want::Read { any: true },
-        };
-        // State a statement leaves in the session stays on the connection it ran on, and
-        // the session with it: that must be the primary.
-        if want != Want::Primary && effects::effects(sql).pin.is_some() {
-            want = Want::Primary;
-        }
-        Judged {
-            want,
-            writes,
-            timeout: decision.timeout,
-            local: None,
-        }
-    }
-
-    /// EXPLAIN ROUTE's rows for `sql`, as this session would route it now.
-    fn explain(&self, sql: &[u8], app: &str) -> Vec<Vec<String>> {
-        let router = &self.snapshot.router;
-        let classified = router.classify(sql);
-        let ctx = RequestCtx {
-            user: &self.user,
-            database: &self.database,
-            application_name: app,
-        };
-        let dynamic = self
-            .health()
-            .map(|h| h.write_functions())
-            .unwrap_or_default();
-        let decision = router.decide(&classified, &ctx, &dynamic);
-        let mut rows: Vec<Vec<String>> = router::explain(&classified, &decision)
-            .into_iter()
-            .map(|(field, value)| vec![field.to_owned(), value])
-            .collect();
-        let route = self.session_route.map_or("default", RouteTarget::as_str);
-        rows.push(vec!["session_route".to_owned(), route.to_owned()]);
-        rows.push(vec!["read_floor".to_owned(), self.read_floor().to_string()]);
-        rows
-    }
 }
 
 /// `Step` as the frame streamer's decision.
@@ -520,5 +385,249 @@ pub(super) fn flow(step: &Step) -> Option<Flow> {
         Step::Stop => Some(Flow::Stop),
         Step::Drop => Some(Flow::Drop),
         Step::NeedMore => Some(Flow::NeedMore),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::session::statements::ServerStatements;
+
+    const CONFIG: &str = r#"
+listen: { address: "127.0.0.1:0" }
+clusters:
+  main:
+    primary: { host: 127.0.0.1, port: 1 }
+databases:
+  app: { cluster: main, pool_mode: transaction }
+users:
+  app: { auth: trust }
+routing:
+  rules:
+    - match: { kind: delete, sql: '^delete from [^ ]+$' }
+      block: "no unbounded deletes"
+"#;
+
+    fn routing() -> Routing {
+        let config =
+            crate::rules::load_str(CONFIG, Path::new("t.yaml"), &|_| None).expect("config");
+        let snapshot = Arc::new(Snapshot::build(config, None));
+        let pools = snapshot.pools.get("app", "app").expect("pools");
+        Routing::new(snapshot, pools, "app", "app")
+    }
+
+    fn cx(held: bool, answered: bool) -> Context<'static> {
+        Context {
+            held,
+            answered,
+            status: TxStatus::Idle,
+            application_name: "",
+            statements: None,
+            serializable: false,
+        }
+    }
+
+    fn parse(name: &str, sql: &str) -> Vec<u8> {
+        [name.as_bytes(), b"\0", sql.as_bytes(), b"\0\0\0"].concat()
+    }
+
+    /// (kind, body) → what happens with no connection held, and the connection wanted.
+    #[tokio::test]
+    async fn a_transaction_goes_where_its_first_statement_may_run() {
+        let read = Some(Want::Read { any: false });
+        let cases: &[(Frontend, &[u8], Option<Want>)] = &[
+            (Frontend::Query, b"SELECT 1\0", read),
+            (
+                Frontend::Query,
+                b"INSERT INTO t VALUES (1)\0",
+                Some(Want::Primary),
+            ),
+            (Frontend::Query, b"BEGIN\0", Some(Want::Primary)),
+            (Frontend::Query, b"BEGIN READ ONLY\0", read),
+            (
+                Frontend::Query,
+                b"BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY\0",
+                Some(Want::Primary),
+            ),
+            (
+                Frontend::Query,
+                b"/* pgstrata: route=primary */ SELECT 1\0",
+                Some(Want::Primary),
+            ),
+            (
+                Frontend::Query,
+                b"CREATE TEMP TABLE t (a int)\0",
+                Some(Want::Primary),
+            ),
+            (
+                Frontend::Query,
+                b"SELECT pg_advisory_lock(1)\0",
+                Some(Want::Primary),
+            ),
+            (Frontend::Parse, &parse("s1", "SELECT $1"), read),
+            (
+                Frontend::Parse,
+                &parse("", "UPDATE t SET a = 1"),
+                Some(Want::Primary),
+            ),
+            (Frontend::Sync, b"", read),
+            (Frontend::FunctionCall, b"\0\0\0\x01", Some(Want::Primary)),
+        ];
+        for (kind, body, want) in cases {
+            let mut r = routing();
+            let mut out = BytesMut::new();
+            let step = r.on_message(*kind, body, true, &cx(false, true), &mut out);
+            assert!(
+                matches!(step, Step::Stop),
+                "{kind:?} {:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(
+                r.want,
+                *want,
+                "{kind:?} {:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(out.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_on_a_replica_connection_waits_for_the_primary() {
+        let mut r = routing();
+        r.role = Role::Replica(0);
+        let mut out = BytesMut::new();
+        let insert = b"INSERT INTO t VALUES (1)\0";
+        assert!(matches!(
+            r.on_message(
+                Frontend::Query,
+                b"SELECT 1\0",
+                true,
+                &cx(true, true),
+                &mut out
+            ),
+            Step::Forward
+        ));
+        assert!(matches!(
+            r.on_message(Frontend::Query, insert, true, &cx(true, false), &mut out),
+            Step::Stop
+        ));
+        assert!(r.barrier);
+        // Lifted with the connection kept (a transaction is open there): it goes on.
+        r.barrier = false;
+        r.pass_barrier = true;
+        assert!(matches!(
+            r.on_message(Frontend::Query, insert, true, &cx(true, true), &mut out),
+            Step::Forward
+        ));
+        assert!(!r.txn_wrote, "a write sent to a replica moves no floor");
+        r.role = Role::Primary;
+        assert!(matches!(
+            r.on_message(Frontend::Query, insert, true, &cx(true, true), &mut out),
+            Step::Forward
+        ));
+        assert!(r.txn_wrote);
+    }
+
+    #[tokio::test]
+    async fn route_settings_are_answered_in_order() {
+        let mut r = routing();
+        let mut out = BytesMut::new();
+        let set = b"SET pgstrata.route = 'primary'\0";
+        // Replies still owed: wait for them.
+        assert!(matches!(
+            r.on_message(Frontend::Query, set, true, &cx(true, false), &mut out),
+            Step::Stop
+        ));
+        assert!(r.barrier && out.is_empty());
+        r.barrier = false;
+        assert!(matches!(
+            r.on_message(Frontend::Query, set, true, &cx(false, true), &mut out),
+            Step::Drop
+        ));
+        assert_eq!(&out[..], b"C\0\0\0\x08SET\0Z\0\0\0\x05I");
+        out.clear();
+        assert!(matches!(
+            r.on_message(
+                Frontend::Query,
+                b"SELECT 1\0",
+                true,
+                &cx(false, true),
+                &mut out
+            ),
+            Step::Stop
+        ));
+        assert_eq!(r.want, Some(Want::Primary));
+        let bad = b"SET pgstrata.route = 'sideways'\0";
+        assert!(matches!(
+            r.on_message(Frontend::Query, bad, true, &cx(false, true), &mut out),
+            Step::Drop
+        ));
+        assert_eq!(out[0], b'E');
+        assert!(String::from_utf8_lossy(&out).contains("22023"));
+    }
+
+    #[tokio::test]
+    async fn a_blocked_extended_batch_is_refused_up_to_its_sync() {
+        let mut r = routing();
+        let mut out = BytesMut::new();
+        let delete = parse("", "DELETE FROM t");
+        assert!(matches!(
+            r.on_message(Frontend::Parse, &delete, true, &cx(false, true), &mut out),
+            Step::Drop
+        ));
+        assert_eq!(out[0], b'E');
+        assert!(String::from_utf8_lossy(&out).contains("42501"));
+        out.clear();
+        for kind in [Frontend::Bind, Frontend::Describe, Frontend::Execute] {
+            assert!(matches!(
+                r.on_message(kind, b"\0\0", true, &cx(false, true), &mut out),
+                Step::Drop
+            ));
+        }
+        assert!(out.is_empty());
+        assert!(matches!(
+            r.on_message(Frontend::Sync, b"", true, &cx(false, true), &mut out),
+            Step::Drop
+        ));
+        assert_eq!(&out[..], b"Z\0\0\0\x05I");
+        // The next batch is judged afresh.
+        out.clear();
+        let select = parse("", "SELECT 1");
+        assert!(matches!(
+            r.on_message(Frontend::Parse, &select, true, &cx(false, true), &mut out),
+            Step::Stop
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_bind_is_judged_by_its_prepared_statement() {
+        let mut r = routing();
+        let mut statements = Statements::default();
+        let mut server = ServerStatements::default();
+        for (name, sql) in [("r", "SELECT 1"), ("w", "DELETE FROM t WHERE a = $1")] {
+            let body = parse(name, sql);
+            let _ = statements.on_client(b'P', body.len() + 5, &body, true, &mut server);
+        }
+        let mut out = BytesMut::new();
+        let mut context = cx(false, true);
+        context.statements = Some(&statements);
+        for (bind, want) in [
+            (&b"\0r\0\0\0\0\0\0\0"[..], Want::Read { any: false }),
+            (b"\0w\0\0\0\0\0\0\0", Want::Primary),
+        ] {
+            assert!(matches!(
+                r.on_message(Frontend::Bind, bind, true, &context, &mut out),
+                Step::Stop
+            ));
+            assert_eq!(r.want, Some(want));
+        }
+        // The names of a Bind not all here yet: wait for them.
+        assert!(matches!(
+            r.on_message(Frontend::Bind, b"\0r", false, &context, &mut out),
+            Step::NeedMore
+        ));
     }
 }

@@ -114,6 +114,9 @@ impl Relay {
         if let Some(routing) = self.routing.as_mut() {
             if let Some(lsn) = rows.first().and_then(|(_, v)| v.parse::<Lsn>().ok()) {
                 routing.floor = routing.floor.max(lsn);
+                if let Some(health) = routing.health() {
+                    health.note_write(lsn);
+                }
             }
             routing.txn_wrote = false;
         }
