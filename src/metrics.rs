@@ -20,7 +20,7 @@ pub struct Metrics {
     pub rules_reloads_ok: Counter,
     /// `pgstrata_rules_reloads_total{result="error"}`: refused, the running rules stay.
     pub rules_reloads_error: Counter,
-    /// Transactions by [route wanted][role that served]: 0 primary, 1 replica.
+    /// Statements by [route wanted][role that served]: 0 primary, 1 replica.
     routed: [[Counter; 2]; 2],
 }
 
@@ -41,9 +41,9 @@ pub fn get() -> &'static Metrics {
         rules_reloads_ok: counter!("pgstrata_rules_reloads_total", "result" => "ok"),
         rules_reloads_error: counter!("pgstrata_rules_reloads_total", "result" => "error"),
         routed: ["primary", "replica"].map(|route| {
-            ["primary", "replica"].map(|role| {
-                counter!("pgstrata_router_transactions_total", "route" => route, "role" => role)
-            })
+            ["primary", "replica"].map(
+                |role| counter!("pgstrata_router_queries_total", "route" => route, "role" => role),
+            )
         }),
     })
 }
@@ -64,8 +64,9 @@ pub fn unpinned(_reason: crate::sql::effects::PinReason) {
     gauge!("pgstrata_sessions_pinned").decrement(1.0);
 }
 
-/// A transaction was sent to a server: where routing wanted it (`primary`, `replica`)
-/// and what served it (`primary`, `replica`).
+/// A statement went to a server: where routing wanted it (`primary`, `replica`) and what
+/// served it (`primary`, `replica`: a read can ride on a primary connection its session
+/// holds, a write never on a replica's).
 pub fn routed(route: &'static str, role: &'static str) {
     let index = |label| usize::from(label == "replica");
     get().routed[index(route)][index(role)].increment(1);

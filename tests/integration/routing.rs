@@ -617,3 +617,43 @@ async fn rules_reload_on_change_and_keep_serving_on_an_invalid_file() {
     );
     proxy.shutdown().await;
 }
+
+/// A rule routes a table's reads to the primary; `include_primary_in_reads` lets the
+/// primary take a share of the others.
+#[tokio::test]
+async fn rules_and_include_primary_decide_where_reads_go() {
+    let cluster = support::cluster();
+    let (primary_port, replica_port) = ports(cluster);
+    create_table(
+        cluster,
+        "CREATE TABLE IF NOT EXISTS rules_fresh_only (id int)",
+    )
+    .await;
+    let routing =
+        "routing:\n  rules:\n    - match: { tables: [rules_fresh_only] }\n      route: primary\n";
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .with_replica()
+        .database_option("include_primary_in_reads: true")
+        .routing(routing)
+        .start()
+        .await;
+    let client = connect(&proxy.app_conn_string()).await;
+    replica_in_use(&client, replica_port).await;
+    let fresh = "SELECT pg_is_in_recovery(), inet_server_port() FROM (VALUES (1)) v \
+                 LEFT JOIN rules_fresh_only ON false";
+    for _ in 0..20 {
+        assert_eq!(
+            served_by(&client, fresh).await,
+            (false, i32::from(primary_port)),
+            "{fresh}"
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        seen.insert(served_by(&client, WHERE).await.1);
+    }
+    let both = [i32::from(primary_port), i32::from(replica_port)].into();
+    assert_eq!(seen, both, "reads should reach both servers");
+    proxy.shutdown().await;
+}

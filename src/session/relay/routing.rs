@@ -303,7 +303,12 @@ impl Routing {
         }
         self.pass_barrier = false;
         if let Some(j) = &judged {
-            self.txn_wrote |= j.writes && self.role == Role::Primary;
+            let on_primary = self.role == Role::Primary;
+            metrics::routed(
+                j.want.as_str(),
+                if on_primary { "primary" } else { "replica" },
+            );
+            self.txn_wrote |= j.writes && on_primary;
             if let (Some(t), None) = (j.timeout, self.deadline) {
                 self.deadline = Some(Instant::now() + t);
             }

@@ -47,7 +47,6 @@ impl Relay {
                 if let Some(routing) = self.routing.as_mut() {
                     routing.held(Role::Replica(index));
                 }
-                metrics::routed(want.as_str(), "replica");
                 return Ok(server);
             }
         }
@@ -56,7 +55,6 @@ impl Relay {
         };
         let server = routing.pools.primary.checkout().await?;
         routing.held(Role::Primary);
-        metrics::routed(want.as_str(), "primary");
         Ok(server)
     }
 
