@@ -344,6 +344,39 @@ impl Statements {
         }
     }
 
+    /// A Bind of a statement the rules refuse: `portal` is bound instead to `refusal` (a
+    /// statement that raises the refusal; prepared here first if needed), with no
+    /// parameters, so the server answers BindComplete and fails the Execute, skipping to
+    /// Sync as for its own error. `body` is the whole Bind.
+    pub fn bind_refused(
+        &mut self,
+        body: &[u8],
+        refusal: &[u8],
+        server: &mut ServerStatements,
+    ) -> Flow {
+        let Some((portal, _)) = bind_names(body) else {
+            return Flow::Forward; // malformed: the server will say so
+        };
+        let mut query_and_types = refusal.to_vec();
+        query_and_types.extend_from_slice(b"\0\0\0");
+        let prepared = prepare(&query_and_types);
+        let mut with = BytesMut::new();
+        if !server.has(&prepared.name) {
+            self.add_to_server(&prepared, true, server, &mut with);
+        }
+        with.put_u8(b'B');
+        with.put_i32((4 + portal.len() + 1 + prepared.name.len() + 1 + 6) as i32);
+        put_cstr(&mut with, portal);
+        put_cstr(&mut with, &prepared.name);
+        with.put_i16(0); // parameter formats
+        with.put_i16(0); // parameters
+        with.put_i16(0); // result formats
+        Flow::Replace {
+            skip: HEADER_LEN + body.len(),
+            with,
+        }
+    }
+
     /// The connection was lost with replies outstanding: none of them will come.
     pub fn lost_connection(&mut self) {
         self.unnamed_here = false;
@@ -351,6 +384,16 @@ impl Statements {
         self.copy_in = false;
         self.syncs_since_execute = 0;
         self.batches = VecDeque::from([VecDeque::new()]);
+    }
+
+    /// The connection is kept only because the unnamed statement parsed on it was never
+    /// executed: forget that, so it may go (true if so).
+    pub fn abandon_unnamed(&mut self) -> bool {
+        let only_unnamed = self.unnamed_pending && self.batches.iter().all(VecDeque::is_empty);
+        if only_unnamed {
+            self.unnamed_pending = false;
+        }
+        only_unnamed
     }
 
     /// The session gave its connection back.

@@ -35,7 +35,11 @@ impl ClusterHealth {
     /// `Lsn(0)` = none): a usable replica whose replay LSN is at least `floor`. `None` if
     /// none fits (the caller reads from the primary).
     pub fn pick_replica(&self, floor: Lsn) -> Option<usize> {
-        let fits = |server: &ServerHealth| server.is_usable() && server.replay_lsn() >= floor;
+        // A floor read as an insert position may point past a page header that no record
+        // fills yet: a replica parked at that page's start has replayed it.
+        let fits = |server: &ServerHealth| {
+            server.is_usable() && super::lag::caught_up(server.replay_lsn(), floor)
+        };
         // First pass: the lowest load, and the total weight of the replicas sharing it.
         let mut best: Option<(usize, Load)> = None;
         let mut tied_weight = 0u128;

@@ -14,7 +14,8 @@ use crate::session::error::SessionError;
 use crate::session::state::Event;
 use crate::sql::effects::{self, Effects, PinReason};
 
-use super::routing::{self, Context};
+use super::judge::refusal_sql;
+use super::routing::{self, Context, Step};
 
 /// How far `take_client_frames` got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,10 @@ impl Relay {
         let mut effects = Effects::default();
         let mut terminated = false;
         let mut routed_stop = false;
+        // The proxy answered a message itself: what was taken is no longer a request to
+        // keep for sending again.
+        let mut answered_here = false;
+        let mut refusal: Option<String> = None;
         // Transaction pooling reads every statement (a pinned session may be freed later and
         // must know its settings); session pooling reads none.
         let watching = self.statements.is_some();
@@ -59,6 +64,13 @@ impl Relay {
             .cloned()
             .unwrap_or_default();
         let before = self.replay.is_some().then(|| self.from_client.clone());
+        if let Some(routing) = self.routing.as_mut() {
+            routing.scan_later_writes(
+                &self.from_client,
+                self.statements.as_ref(),
+                &application_name,
+            );
+        }
         let serializable = self.routing.is_some()
             && self.session.settings.iter().any(|(name, value)| {
                 name == "default_transaction_isolation"
@@ -91,11 +103,16 @@ impl Relay {
                         application_name: &application_name,
                         statements: client_statements.as_deref(),
                         serializable,
+                        unsynced: state.unsynced,
                     };
                     let step = routing.on_message(kind, body, complete, &cx, to_client);
                     if let Some(flow) = routing::flow(&step) {
                         routed_stop = flow == Flow::Stop;
+                        answered_here |= flow == Flow::Drop;
                         return flow;
+                    }
+                    if let Step::Refuse(code, message) = step {
+                        refusal = Some(refusal_sql(&code, &message));
                     }
                 }
                 // Decided first: NeedMore means this message comes back with more bytes,
@@ -103,8 +120,21 @@ impl Relay {
                 let flow = match (
                     client_statements.as_deref_mut(),
                     server_statements.as_deref_mut(),
+                    refusal.take(),
                 ) {
-                    (Some(client), Some(server)) => {
+                    (Some(client), Some(server), Some(sql)) if kind == Frontend::Bind => {
+                        client.bind_refused(body, sql.as_bytes(), server)
+                    }
+                    (client, server, Some(sql)) => {
+                        if let (Some(client), Some(server)) = (client, server) {
+                            let _ = client.on_client(tag, len, body, complete, server);
+                        }
+                        Flow::Replace {
+                            skip: len,
+                            with: query_message(&sql),
+                        }
+                    }
+                    (Some(client), Some(server), None) => {
                         client.on_client(tag, len, body, complete, server)
                     }
                     _ => Flow::Forward,
@@ -140,6 +170,9 @@ impl Relay {
         )?;
         if let Some(before) = before {
             self.keep_for_replay(&before);
+        }
+        if answered_here {
+            self.replay = None;
         }
         self.settings_changed |= effects.settings;
         self.custom_settings.extend(effects.custom_settings);
@@ -299,4 +332,15 @@ fn stronger_pin(current: Option<PinReason>, new: Option<PinReason>) -> Option<Pi
         (None, n) => n,
         (c, _) => c,
     }
+}
+
+/// A Query message carrying `sql`.
+fn query_message(sql: &str) -> bytes::BytesMut {
+    use bytes::BufMut;
+    let mut out = bytes::BytesMut::with_capacity(sql.len() + 6);
+    out.put_u8(b'Q');
+    out.put_i32((sql.len() + 5) as i32);
+    out.put_slice(sql.as_bytes());
+    out.put_u8(0);
+    out
 }

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use super::routing::{Context, Routing, Want};
-use crate::protocol::frame::cstr;
+use crate::protocol::frame::{cstr, Frames, MAX_FRAME_LEN};
 use crate::protocol::message::Frontend;
+use crate::protocol::SqlState;
 use crate::router::{self, Intercept, RequestCtx, RouteTarget};
-use crate::session::statements::bind_names;
+use crate::session::statements::{bind_names, Statements};
 use crate::sql::effects;
 
 /// What a statement asks of routing.
@@ -18,18 +19,102 @@ pub(super) struct Judged {
     pub(super) local: Option<Local>,
 }
 
-/// A statement the proxy answers itself.
+/// A statement the proxy takes care of itself.
 pub(super) enum Local {
-    Intercept(Intercept),
-    Block(String),
+    /// Answered by the proxy, never sent to a server (simple protocol).
+    Answer(Answer),
+    /// Refused: made to fail on the server with this SQLSTATE and message, so the server
+    /// aborts the transaction and skips to Sync exactly as for an error of its own.
+    Refuse(SqlState, String),
+}
+
+/// What the proxy answers.
+pub(super) enum Answer {
+    /// `SET/RESET pgstrata.route`.
+    Route(Option<RouteTarget>),
+    ShowRoute,
     Explain(Vec<Vec<String>>),
 }
 
 impl Routing {
+    /// For each batch at the front of `buf` (one per message `on_message` takes as a
+    /// batch's first), whether a statement after its first one writes: a batch runs as one
+    /// implicit transaction, on one server, chosen at its first message.
+    pub(super) fn scan_later_writes(
+        &mut self,
+        buf: &[u8],
+        statements: Option<&Statements>,
+        app: &str,
+    ) {
+        self.later_writes.clear();
+        let mut open = self.batch_open;
+        let mut current: Option<(usize, bool)> = None; // (statements seen, a later one writes)
+        for frame in Frames::new(buf, MAX_FRAME_LEN).map_while(Result::ok) {
+            let kind = Frontend::from_tag(frame.tag);
+            let leader = match kind {
+                Frontend::Query | Frontend::FunctionCall => true,
+                Frontend::Parse
+                | Frontend::Bind
+                | Frontend::Describe
+                | Frontend::Execute
+                | Frontend::Close
+                | Frontend::Sync
+                | Frontend::Flush => !open,
+                _ => false,
+            };
+            if leader {
+                if let Some((_, writes)) = current.take() {
+                    self.later_writes.push_back(writes);
+                }
+                current = Some((0, false));
+            }
+            if let (Some((seen, writes)), Frontend::Parse | Frontend::Bind) = (&mut current, kind) {
+                *seen += 1;
+                if *seen > 1 && !*writes {
+                    *writes = self.statement_writes(kind, frame.body(buf), statements, app);
+                }
+            }
+            match kind {
+                Frontend::Sync | Frontend::Query => open = false,
+                Frontend::Parse
+                | Frontend::Bind
+                | Frontend::Describe
+                | Frontend::Execute
+                | Frontend::Close => open = true,
+                _ => {}
+            }
+        }
+        if let Some((_, writes)) = current {
+            self.later_writes.push_back(writes);
+        }
+    }
+
+    /// Whether a Parse or Bind (by its statement) needs the primary.
+    fn statement_writes(
+        &self,
+        kind: Frontend,
+        body: &[u8],
+        statements: Option<&Statements>,
+        app: &str,
+    ) -> bool {
+        let sql = match kind {
+            Frontend::Parse => cstr(body)
+                .and_then(|(_, rest)| cstr(rest))
+                .map(|(sql, _)| sql),
+            _ => bind_names(body)
+                .filter(|(_, name)| !name.is_empty())
+                .and_then(|(_, name)| statements?.query_of(name)),
+        };
+        sql.is_some_and(|sql| {
+            let judged = self.judge_sql(kind, sql, false, app);
+            judged.writes || judged.want == Want::Primary
+        })
+    }
+
     /// Classifies a Query, Parse or Bind (by its statement). None: nothing to judge by;
     /// Err: the names of a Bind have not all arrived.
     pub(super) fn judge(
-        &self,
+        &mut self,
         kind: Frontend,
         body: &[u8],
         complete: bool,
@@ -43,7 +128,16 @@ impl Routing {
             Frontend::Bind => match bind_names(body) {
                 None if !complete => return Some(Err(())),
                 None => return None,
-                Some((_, [])) => return None,
+                // The unnamed statement was judged at its Parse: only a refusal carries over.
+                Some((_, [])) => {
+                    let (code, message) = self.unnamed_refusal.clone()?;
+                    return Some(Ok(Judged {
+                        want: Want::Primary,
+                        writes: false,
+                        timeout: None,
+                        local: Some(Local::Refuse(code, message)),
+                    }));
+                }
                 Some((_, statement)) => cx.statements?.query_of(statement)?,
             },
             _ => return None,
@@ -52,6 +146,12 @@ impl Routing {
         let mut judged = self.judge_sql(kind, sql, unreadable, cx.application_name);
         if cx.serializable {
             judged.want = Want::Primary;
+        }
+        if kind == Frontend::Parse && cstr(body).is_some_and(|(name, _)| name.is_empty()) {
+            self.unnamed_refusal = match &judged.local {
+                Some(Local::Refuse(code, message)) => Some((code.clone(), message.clone())),
+                _ => None,
+            };
         }
         Some(Ok(judged))
     }
@@ -71,9 +171,13 @@ impl Routing {
                 let local = match intercept {
                     Intercept::ExplainRoute(inner) => {
                         let inner = sql.get(inner).unwrap_or_default();
-                        Local::Explain(self.explain(inner, app))
+                        Local::Answer(Answer::Explain(self.explain(inner, app)))
                     }
-                    other => Local::Intercept(other),
+                    Intercept::SetRoute(route) => Local::Answer(Answer::Route(route)),
+                    Intercept::ShowRoute => Local::Answer(Answer::ShowRoute),
+                    Intercept::Invalid(message) => {
+                        Local::Refuse(SqlState::INVALID_PARAMETER_VALUE, message)
+                    }
                 };
                 return Judged {
                     local: Some(local),
@@ -84,7 +188,7 @@ impl Routing {
         let hint = router::leading_hint(sql);
         if hint.explain && kind != Frontend::Bind {
             return Judged {
-                local: Some(Local::Explain(self.explain(sql, app))),
+                local: Some(Local::Answer(Answer::Explain(self.explain(sql, app)))),
                 ..primary(false)
             };
         }
@@ -102,7 +206,10 @@ impl Routing {
         let decision = router.decide(&classified, &ctx, &dynamic);
         if let Some(message) = decision.block {
             return Judged {
-                local: Some(Local::Block(message.to_owned())),
+                local: Some(Local::Refuse(
+                    SqlState::INSUFFICIENT_PRIVILEGE,
+                    message.to_owned(),
+                )),
                 ..primary(false)
             };
         }
@@ -156,4 +263,13 @@ impl Routing {
         rows.push(vec!["read_floor".to_owned(), self.read_floor().to_string()]);
         rows
     }
+}
+
+/// A statement that fails on the server with `code` and `message` (PL/pgSQL's RAISE).
+pub(super) fn refusal_sql(code: &SqlState, message: &str) -> String {
+    let message = message.replace('\'', "''").replace("$pgstrata$", "");
+    format!(
+        "DO $pgstrata$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = '{message}'; END$pgstrata$",
+        code.code()
+    )
 }

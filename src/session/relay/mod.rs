@@ -36,6 +36,9 @@ use routing::Routing;
 
 /// Stop reading a side while this much is waiting to be written to the other.
 const HIGH_WATER: usize = 1024 * 1024;
+/// Stop reading a client whose messages routing holds back beyond this (room for the
+/// largest message whose body is read whole, 1 MiB, and more).
+const INPUT_LIMIT: usize = 2 * HIGH_WATER;
 /// Room kept free in read buffers before each read.
 const READ_CHUNK: usize = 16 * 1024;
 /// How long finishing a departed client's requests, or resetting a connection, may take.
@@ -232,8 +235,14 @@ impl Relay {
                 }
                 self.detach();
             }
-            if self.barrier_lifted() && self.take_frames_attaching().await? {
-                return Ok(End::Terminated);
+            match self.barrier_lifted() {
+                targets::Lift::No => {}
+                targets::Lift::Release => continue,
+                targets::Lift::Yes => {
+                    if self.take_frames_attaching().await? {
+                        return Ok(End::Terminated);
+                    }
+                }
             }
             if shutting_down && self.is_quiet() {
                 return Ok(End::Shutdown);
@@ -255,7 +264,7 @@ impl Relay {
             let deadline = self.routing.as_ref().and_then(|r| r.deadline);
             tokio::select! {
                 read = self.client_reader.read_buf(&mut self.from_client),
-                    if self.to_server.len() < HIGH_WATER =>
+                    if self.to_server.len() < HIGH_WATER && self.from_client.len() < INPUT_LIMIT =>
                 {
                     match read {
                         Ok(0) | Err(_) => return Ok(End::ClientGone),

@@ -33,6 +33,11 @@ impl Relay {
         }
         // Reported values that differ from what the client was told, it hears about.
         for (name, value) in &server.params {
+            // A replica's own role is not the client's business: its session stays one
+            // with the primary, as a direct connection would be.
+            if name == "in_hot_standby" {
+                continue;
+            }
             if self.session.client_params.get(name) != Some(value) {
                 reply::parameter_status(&mut self.to_client, name, value);
                 self.session

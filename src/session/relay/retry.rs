@@ -102,7 +102,11 @@ impl Relay {
     /// Before client bytes are taken while a request is kept: the names its Parses will
     /// register (names the session already holds are its own, not this request's).
     pub(super) fn note_replay_names(&mut self) {
-        if self.replay.is_none() {
+        let Some(replay) = self.replay.as_ref() else {
+            return;
+        };
+        if replay.len() + self.from_client.len() > MAX_REPLAY {
+            self.replay = None;
             return;
         }
         let Some(statements) = self.statements.as_ref() else {
@@ -130,6 +134,11 @@ impl Relay {
     /// Sends the kept request again, to another replica or the primary. False when there
     /// is nothing to send again (the caller ends the session as before).
     pub(super) async fn retry_read(&mut self, retry: Retry) -> Result<bool, SessionError> {
+        if self.replay_started {
+            // Part of the answer reached the client: sending it again would repeat it.
+            tracing::debug!("server lost in the middle of an answer: not sent again");
+            return Ok(false);
+        }
         if !self.client_stream.at_boundary() {
             tracing::debug!("server lost mid client message: not sent again");
             return Ok(false);
@@ -157,6 +166,7 @@ impl Relay {
                 routing.released();
             }
         }
+        routing.restart_request();
         routing.want = Some(match retry {
             Retry::ReadOnly => Want::Primary,
             Retry::Lost => Want::Read { any: false },

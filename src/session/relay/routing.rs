@@ -3,10 +3,11 @@
 //! session's writes), and statements the proxy answers itself (route settings, EXPLAIN
 //! ROUTE, blocked statements) never reach a server.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::judge::Local;
+use super::judge::{Answer, Judged, Local};
 
 use bytes::BytesMut;
 
@@ -15,9 +16,9 @@ use crate::backend::PoolSet;
 use crate::metrics;
 use crate::protocol::frame::Flow;
 use crate::protocol::message::Frontend;
-use crate::protocol::{reply, ErrorReply, SqlState, TxStatus};
+use crate::protocol::{reply, SqlState, TxStatus};
 use crate::proxy::{Proxy, Snapshot};
-use crate::router::{Intercept, RouteTarget};
+use crate::router::RouteTarget;
 use crate::rules::Consistency;
 use crate::session::error::SessionError;
 use crate::session::statements::Statements;
@@ -58,6 +59,9 @@ pub(super) enum Step {
     /// The proxy answered it.
     Drop,
     NeedMore,
+    /// Send, instead of the statement, one that fails on the server with this SQLSTATE and
+    /// message: the server aborts the transaction and skips to Sync as for its own error.
+    Refuse(SqlState, String),
 }
 
 /// The session's routing state.
@@ -75,15 +79,20 @@ pub(super) struct Routing {
     /// Decided for the next transaction, before a connection is taken.
     pub want: Option<Want>,
     /// An extended-protocol batch (Parse … Sync) is open.
-    batch_open: bool,
+    pub(super) batch_open: bool,
     /// The input stopped until what was sent before is answered.
     pub barrier: bool,
     /// The barrier was lifted while the held connection stays: send the message on.
     pub pass_barrier: bool,
     /// The current transaction wrote on the primary.
     pub txn_wrote: bool,
-    /// Dropping an extended batch the proxy refused, until its Sync.
-    refusing: bool,
+    /// The unnamed statement parsed last is refused when bound (SQLSTATE, message).
+    pub(super) unnamed_refusal: Option<(SqlState, String)>,
+    /// The judgement of the message stopped at, by its kind and first bytes (None inside:
+    /// nothing to judge it by).
+    stashed: Option<(Frontend, Vec<u8>, Option<Judged>)>,
+    /// For each batch at the front of the input: a statement after its first one writes.
+    pub later_writes: VecDeque<bool>,
     /// When the running statement's rule timeout fires.
     pub deadline: Option<Instant>,
     /// A slot in the replica's outstanding-request count while its connection is held.
@@ -127,7 +136,9 @@ impl Routing {
             barrier: false,
             pass_barrier: false,
             txn_wrote: false,
-            refusing: false,
+            unnamed_refusal: None,
+            stashed: None,
+            later_writes: VecDeque::new(),
             deadline: None,
             in_flight: None,
         }
@@ -198,6 +209,15 @@ impl Routing {
         matches!(self.role, Role::Replica(_))
     }
 
+    /// The request is sent again from its start (see `retry`): nothing judged or stopped
+    /// before stands.
+    pub(super) fn restart_request(&mut self) {
+        self.stashed = None;
+        self.barrier = false;
+        self.pass_barrier = false;
+        self.batch_open = false;
+    }
+
     /// The replica held failed: it gets no reads until its checks pass again.
     pub(super) fn replica_failed(&mut self) {
         if let (Role::Replica(index), Some(health)) = (self.role, self.health()) {
@@ -210,6 +230,8 @@ impl Routing {
 
     pub(super) fn released(&mut self) {
         self.in_flight = None;
+        self.batch_open = false;
+        // (A barrier stays up: the input it stopped goes on once the connection is back.)
         self.txn_wrote = false;
         self.deadline = None;
     }
@@ -226,6 +248,8 @@ pub(super) struct Context<'a> {
     pub held: bool,
     /// Nothing is owed by the server: the proxy may answer in order.
     pub answered: bool,
+    /// Extended-protocol messages were sent with no Sync yet.
+    pub unsynced: bool,
     pub status: TxStatus,
     pub application_name: &'a str,
     pub statements: Option<&'a Statements>,
@@ -243,14 +267,6 @@ impl Routing {
         cx: &Context<'_>,
         to_client: &mut BytesMut,
     ) -> Step {
-        if self.refusing {
-            if kind == Frontend::Sync {
-                self.refusing = false;
-                self.batch_open = false;
-                reply::ready_for_query(to_client, cx.status);
-            }
-            return Step::Drop;
-        }
         let leader = match kind {
             Frontend::Query | Frontend::FunctionCall => true,
             Frontend::Parse
@@ -262,59 +278,90 @@ impl Routing {
             | Frontend::Flush => !self.batch_open,
             _ => false,
         };
-        let judged = match kind {
-            Frontend::Query | Frontend::Parse | Frontend::Bind => {
-                match self.judge(kind, body, complete, cx) {
-                    Some(Ok(j)) => Some(j),
-                    Some(Err(())) => return Step::NeedMore,
-                    None => None,
+        // A message stopped before comes back first: its judgement stands.
+        let stashed = self
+            .stashed
+            .take()
+            .filter(|(k, prefix, _)| *k == kind && body.starts_with(prefix));
+        let judged = match stashed {
+            Some((_, _, judged)) => judged,
+            None => match kind {
+                Frontend::Query | Frontend::Parse | Frontend::Bind => {
+                    match self.judge(kind, body, complete, cx) {
+                        Some(Ok(j)) => Some(j),
+                        Some(Err(())) => return Step::NeedMore,
+                        None => None,
+                    }
                 }
-            }
-            _ => None,
+                _ => None,
+            },
         };
-        if let Some(local) = judged.as_ref().and_then(|j| j.local.as_ref()) {
-            if leader && matches!(kind, Frontend::Query | Frontend::Parse) {
+        let refused = judged
+            .as_ref()
+            .is_some_and(|j| matches!(j.local, Some(Local::Refuse(..))));
+        if refused && kind == Frontend::Bind && !complete {
+            // Replaced whole: wait for all of it (nothing has changed yet).
+            return Step::NeedMore;
+        }
+        let later_writes = leader && self.later_writes.pop_front().unwrap_or(false);
+        // A simple Query sent into an unsynced extended batch runs inside it: nothing can
+        // be answered or moved before it.
+        let inside_batch = kind == Frontend::Query && cx.unsynced;
+        if let Some(Local::Answer(answer)) = judged.as_ref().and_then(|j| j.local.as_ref()) {
+            if !inside_batch && kind == Frontend::Query {
                 if !cx.answered {
-                    self.barrier = true;
-                    return Step::Stop;
+                    return self.stop_with(kind, body, judged, true);
                 }
-                if let Some(step) = self.answer(kind, local, cx.status, to_client) {
-                    return step;
-                }
+                self.answer(answer, cx.status, to_client);
+                return Step::Drop;
+            }
+            if let Answer::Route(route) = answer {
+                // In the extended protocol the setting goes to the server too (a harmless
+                // custom setting there), which answers in the protocol's own terms.
+                self.session_route = *route;
             }
         }
-        if leader && !cx.held {
+        if !cx.held {
             // A batch that names no statement (Close, Describe, Sync) reads nothing, and a
             // replica serves it as well as the primary.
             let unjudged = match kind {
+                Frontend::Parse | Frontend::Bind => Want::Primary,
                 Frontend::Query | Frontend::FunctionCall => Want::Primary,
                 _ => Want::Read { any: false },
             };
-            self.want = Some(judged.as_ref().map_or(unjudged, |j| j.want));
-            return Step::Stop;
+            let want = match judged.as_ref().map_or(unjudged, |j| j.want) {
+                _ if later_writes => Want::Primary,
+                want => want,
+            };
+            self.want = Some(want);
+            return self.stop_with(kind, body, judged, false);
         }
-        let needs_primary = judged
-            .as_ref()
-            .is_some_and(|j| j.want == Want::Primary && j.writes)
+        let writes = judged.as_ref().is_some_and(|j| j.writes)
+            || later_writes
             || kind == Frontend::FunctionCall;
-        if leader && needs_primary && matches!(self.role, Role::Replica(_)) && !self.pass_barrier {
-            self.barrier = true;
-            return Step::Stop;
+        let on_replica = matches!(self.role, Role::Replica(_));
+        if leader && writes && on_replica && !self.pass_barrier && !inside_batch {
+            return self.stop_with(kind, body, judged, true);
         }
         self.pass_barrier = false;
+        self.txn_wrote |= writes && !on_replica;
+        let mut step = Step::Forward;
         if let Some(j) = &judged {
-            let on_primary = self.role == Role::Primary;
             metrics::routed(
                 j.want.as_str(),
-                if on_primary { "primary" } else { "replica" },
+                if on_replica { "replica" } else { "primary" },
             );
-            self.txn_wrote |= j.writes && on_primary;
             if let (Some(t), None) = (j.timeout, self.deadline) {
                 self.deadline = Some(Instant::now() + t);
             }
+            // A refused statement may still be prepared; it fails when run.
+            if let (Some(Local::Refuse(code, message)), false) = (&j.local, kind == Frontend::Parse)
+            {
+                step = Step::Refuse(code.clone(), message.clone());
+            }
         }
         match kind {
-            Frontend::Sync => self.batch_open = false,
+            Frontend::Sync | Frontend::Query => self.batch_open = false,
             Frontend::Parse
             | Frontend::Bind
             | Frontend::Describe
@@ -322,64 +369,38 @@ impl Routing {
             | Frontend::Close => self.batch_open = true,
             _ => {}
         }
-        Step::Forward
+        step
     }
 
-    /// The proxy's own answer to `local`, in place of the server's. None: forward after all.
-    fn answer(
+    /// Stops the input at this message, keeping its judgement for when it comes back.
+    /// (`later_writes` is rebuilt when the input is taken again.)
+    fn stop_with(
         &mut self,
         kind: Frontend,
-        local: &Local,
-        status: TxStatus,
-        out: &mut BytesMut,
-    ) -> Option<Step> {
-        let simple = kind == Frontend::Query;
-        match local {
-            Local::Block(message) => {
-                metrics::error(SqlState::INSUFFICIENT_PRIVILEGE.class());
-                ErrorReply::error(SqlState::INSUFFICIENT_PRIVILEGE, message.clone()).encode(out);
-                if simple {
-                    reply::ready_for_query(out, status);
-                } else {
-                    self.refusing = true;
-                    self.batch_open = true;
-                }
-            }
-            // In the extended protocol the setting also goes to the server (a harmless
-            // custom setting there), which answers in the protocol's own terms.
-            Local::Intercept(Intercept::SetRoute(route)) if !simple => {
-                self.session_route = *route;
-                return None;
-            }
-            Local::Intercept(_) | Local::Explain(_) if !simple => return None,
-            Local::Intercept(intercept) => {
-                self.intercept(intercept, out);
-                reply::ready_for_query(out, status);
-            }
-            Local::Explain(rows) => {
-                reply::text_rows(out, &["field", "value"], rows, "EXPLAIN");
-                reply::ready_for_query(out, status);
-            }
-        }
-        Some(Step::Drop)
+        body: &[u8],
+        judged: Option<Judged>,
+        barrier: bool,
+    ) -> Step {
+        let prefix = body[..body.len().min(64)].to_vec();
+        self.stashed = Some((kind, prefix, judged));
+        self.barrier |= barrier;
+        Step::Stop
     }
 
-    fn intercept(&mut self, intercept: &Intercept, out: &mut BytesMut) {
-        match intercept {
-            Intercept::SetRoute(route) => {
+    /// The proxy's own answer to a route setting or EXPLAIN ROUTE, in order.
+    fn answer(&mut self, answer: &Answer, status: TxStatus, out: &mut BytesMut) {
+        match answer {
+            Answer::Route(route) => {
                 self.session_route = *route;
                 reply::command_complete(out, "SET");
             }
-            Intercept::ShowRoute => {
+            Answer::ShowRoute => {
                 let value = self.session_route.map_or("default", RouteTarget::as_str);
                 reply::text_rows(out, &["pgstrata.route"], &[vec![value.to_owned()]], "SHOW");
             }
-            Intercept::ExplainRoute(_) => {} // resolved into Local::Explain by judge
-            Intercept::Invalid(message) => {
-                metrics::error(SqlState::INVALID_PARAMETER_VALUE.class());
-                ErrorReply::error(SqlState::INVALID_PARAMETER_VALUE, message.clone()).encode(out);
-            }
+            Answer::Explain(rows) => reply::text_rows(out, &["field", "value"], rows, "EXPLAIN"),
         }
+        reply::ready_for_query(out, status);
     }
 }
 
@@ -390,6 +411,7 @@ pub(super) fn flow(step: &Step) -> Option<Flow> {
         Step::Stop => Some(Flow::Stop),
         Step::Drop => Some(Flow::Drop),
         Step::NeedMore => Some(Flow::NeedMore),
+        Step::Refuse(..) => None,
     }
 }
 
@@ -431,6 +453,7 @@ routing:
             application_name: "",
             statements: None,
             serializable: false,
+            unsynced: false,
         }
     }
 
@@ -565,46 +588,107 @@ routing:
             Step::Stop
         ));
         assert_eq!(r.want, Some(Want::Primary));
+        // An invalid value fails on the server, like any error: a connection first.
         let bad = b"SET pgstrata.route = 'sideways'\0";
         assert!(matches!(
             r.on_message(Frontend::Query, bad, true, &cx(false, true), &mut out),
-            Step::Drop
+            Step::Stop
         ));
-        assert_eq!(out[0], b'E');
-        assert!(String::from_utf8_lossy(&out).contains("22023"));
+        match r.on_message(Frontend::Query, bad, true, &cx(true, true), &mut out) {
+            Step::Refuse(code, _) => assert_eq!(code.code(), "22023"),
+            _ => panic!("an invalid route is refused"),
+        }
+        assert!(out.is_empty());
     }
 
     #[tokio::test]
-    async fn a_blocked_extended_batch_is_refused_up_to_its_sync() {
+    async fn a_blocked_statement_may_be_prepared_but_fails_when_bound() {
         let mut r = routing();
         let mut out = BytesMut::new();
         let delete = parse("", "DELETE FROM t");
         assert!(matches!(
             r.on_message(Frontend::Parse, &delete, true, &cx(false, true), &mut out),
-            Step::Drop
-        ));
-        assert_eq!(out[0], b'E');
-        assert!(String::from_utf8_lossy(&out).contains("42501"));
-        out.clear();
-        for kind in [Frontend::Bind, Frontend::Describe, Frontend::Execute] {
-            assert!(matches!(
-                r.on_message(kind, b"\0\0", true, &cx(false, true), &mut out),
-                Step::Drop
-            ));
-        }
-        assert!(out.is_empty());
-        assert!(matches!(
-            r.on_message(Frontend::Sync, b"", true, &cx(false, true), &mut out),
-            Step::Drop
-        ));
-        assert_eq!(&out[..], b"Z\0\0\0\x05I");
-        // The next batch is judged afresh.
-        out.clear();
-        let select = parse("", "SELECT 1");
-        assert!(matches!(
-            r.on_message(Frontend::Parse, &select, true, &cx(false, true), &mut out),
             Step::Stop
         ));
+        assert_eq!(r.want, Some(Want::Primary));
+        assert!(matches!(
+            r.on_message(Frontend::Parse, &delete, true, &cx(true, true), &mut out),
+            Step::Forward
+        ));
+        match r.on_message(
+            Frontend::Bind,
+            b"\0\0\0\0\0\0\0\0",
+            true,
+            &cx(true, true),
+            &mut out,
+        ) {
+            Step::Refuse(code, message) => {
+                assert_eq!(code.code(), "42501");
+                assert_eq!(message, "no unbounded deletes");
+            }
+            _ => panic!("the Bind of a blocked statement is refused"),
+        }
+        // A Query is refused whole, where it stands in the transaction.
+        let query = b"DELETE FROM t\0";
+        assert!(matches!(
+            r.on_message(Frontend::Query, query, true, &cx(true, true), &mut out),
+            Step::Refuse(..)
+        ));
+        assert!(
+            out.is_empty(),
+            "the server, not the proxy, reports the refusal"
+        );
+        // The next unnamed statement is judged afresh.
+        let select = parse("", "SELECT 1");
+        assert!(matches!(
+            r.on_message(Frontend::Parse, &select, true, &cx(true, true), &mut out),
+            Step::Forward
+        ));
+        assert!(matches!(
+            r.on_message(
+                Frontend::Bind,
+                b"\0\0\0\0\0\0\0\0",
+                true,
+                &cx(true, true),
+                &mut out
+            ),
+            Step::Forward
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_write_later_in_a_batch_sends_the_whole_batch_to_the_primary() {
+        let mut r = routing();
+        let batch = [
+            msg(b'P', &parse("", "SELECT 1")),
+            msg(b'B', b"\0\0\0\0\0\0\0\0"),
+            msg(b'E', b"\0\0\0\0\0"),
+            msg(b'P', &parse("", "INSERT INTO t VALUES (1)")),
+            msg(b'S', b""),
+            msg(b'Q', b"SELECT 2\0"),
+        ]
+        .concat();
+        r.scan_later_writes(&batch, None, "");
+        assert_eq!(r.later_writes, [true, false]);
+        let mut out = BytesMut::new();
+        assert!(matches!(
+            r.on_message(
+                Frontend::Parse,
+                &parse("", "SELECT 1"),
+                true,
+                &cx(false, true),
+                &mut out
+            ),
+            Step::Stop
+        ));
+        assert_eq!(r.want, Some(Want::Primary));
+    }
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
     }
 
     #[tokio::test]

@@ -12,6 +12,16 @@ use crate::backend::{PoolError, PooledServer};
 use crate::metrics;
 use crate::session::error::SessionError;
 
+/// What a routing barrier allows now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lift {
+    No,
+    /// The input goes on.
+    Yes,
+    /// The held connection can be given back first: go round the loop again.
+    Release,
+}
+
 /// The primary's WAL insert position: at or past the end of every commit record written
 /// so far, so a replica that has replayed it shows this session everything it committed.
 const WAL_POSITION: &str = "SELECT 'lsn', pg_catalog.pg_current_wal_insert_lsn()::text";
@@ -123,24 +133,37 @@ impl Relay {
 
     /// A routing barrier whose earlier replies have all arrived: the input may go on, on
     /// the connection held if its transaction continues, else on a new one.
-    pub(super) fn barrier_lifted(&mut self) -> bool {
+    pub(super) fn barrier_lifted(&mut self) -> Lift {
         let settled = self.state.pending_ready == 0
             && !self.state.unsynced
             && self.to_server.is_empty()
             && self.server_stream.at_boundary()
             && self.server.as_deref().is_none_or(|s| s.read_buf.is_empty());
         let Some(routing) = self.routing.as_mut() else {
-            return false;
+            return Lift::No;
         };
         if settled {
             routing.deadline = None;
         }
         if !routing.barrier || !settled {
-            return false;
+            return Lift::No;
+        }
+        // A connection kept only for an unnamed statement never executed: the write
+        // waiting is a Parse that replaces it, so the connection may go.
+        let idle = self
+            .server
+            .as_deref()
+            .is_some_and(|s| s.status == crate::protocol::TxStatus::Idle);
+        if idle && self.pin.is_none() {
+            if let Some(statements) = self.statements.as_mut() {
+                if statements.abandon_unnamed() {
+                    return Lift::Release;
+                }
+            }
         }
         routing.barrier = false;
         routing.pass_barrier = self.server.is_some();
-        true
+        Lift::Yes
     }
 
     /// A rule's statement timeout ran out: cancel what runs, as statement_timeout would.
