@@ -67,6 +67,12 @@ impl ServerStatements {
         self.last_use.remove(name);
     }
 
+    /// Takes back `name`, whose Close the server skipped: it is still there, and the next
+    /// to be closed. Until then the connection holds one statement over the limit.
+    fn restore(&mut self, name: Vec<u8>) {
+        self.last_use.entry(name).or_insert(0);
+    }
+
     /// After DISCARD ALL or DEALLOCATE ALL.
     pub fn clear(&mut self) {
         self.last_use.clear();
@@ -81,18 +87,42 @@ impl ServerStatements {
     }
 }
 
-/// What a ParseComplete or CloseComplete from the server stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a ParseComplete or CloseComplete from the server stands for, and what to undo if
+/// the batch fails before it comes (the server skips to Sync: it never did that message).
+#[derive(Debug, Clone)]
 enum Reply {
-    /// The client's own message: pass it on. A Parse registers `name` once complete.
+    /// The client's own message, nothing to undo: pass the reply on.
     Client,
-    /// A Parse or Close the proxy added: swallow the reply.
-    Hidden,
     /// The client's Parse of a statement the server already had, sent as a Close of
-    /// nothing: the CloseComplete becomes a ParseComplete.
-    ParseStandIn,
-    /// Prepared `name` (sent by the client or added): forget it if the batch fails first.
-    Registers { name: Vec<u8>, hidden: bool },
+    /// nothing: the CloseComplete becomes a ParseComplete. Undone: the client's name.
+    ParseStandIn { client: ClientStatement },
+    /// Prepared `name` (sent by the client or added; `hidden` swallows the reply). Undone:
+    /// `name` on the server, and the client's name its Parse brought (`client`).
+    Registers {
+        name: Vec<u8>,
+        hidden: bool,
+        client: Option<ClientStatement>,
+    },
+    /// The proxy's Close of the least recently used `name` (swallowed). Undone: the
+    /// statement is still on the server.
+    Evicts { name: Vec<u8> },
+    /// The client's Close of its statement. Undone: the client has it again.
+    ClientClose { client: ClientStatement },
+    /// A Parse of the unnamed statement, or (`hidden`) the guard's Close of another
+    /// client's. Undone: `unnamed_here` and `unnamed_pending` as they were before it.
+    Unnamed {
+        hidden: bool,
+        here: bool,
+        pending: bool,
+    },
+}
+
+/// A client's name for a statement, as a reply marker remembers it: undoing touches the
+/// name only while it still stands for the same statement.
+#[derive(Debug, Clone)]
+struct ClientStatement {
+    name: Vec<u8>,
+    prepared: Arc<Prepared>,
 }
 
 /// Per-session state: the client's names and the replies still expected, batch by batch.
@@ -207,27 +237,33 @@ impl Statements {
             return Flow::Forward; // malformed: the server will say so
         };
         if name.is_empty() {
+            let undo = self.unnamed_marker(false);
             self.unnamed_here = true;
             self.unnamed_pending = true;
-            self.open_batch().push_back(Reply::Client);
+            self.open_batch().push_back(undo);
             return Flow::Forward;
         }
         let skip = body.len() + HEADER_LEN;
         if self.by_client_name.contains_key(name) {
             return self.parse_existing(name, skip, server);
         }
+        // Recorded now, for the messages after it; undone if the Parse does not complete.
         let prepared = Arc::new(prepare(rest));
         self.by_client_name
             .insert(name.to_vec(), Arc::clone(&prepared));
+        let client = ClientStatement {
+            name: name.to_vec(),
+            prepared: Arc::clone(&prepared),
+        };
         if server.has(&prepared.name) {
-            self.open_batch().push_back(Reply::ParseStandIn);
+            self.open_batch().push_back(Reply::ParseStandIn { client });
             return Flow::Replace {
                 skip,
                 with: close_message(NO_SUCH_STATEMENT),
             };
         }
         let mut with = BytesMut::new();
-        self.add_to_server(&prepared, false, server, &mut with);
+        self.add_to_server(&prepared, Some(client), server, &mut with);
         Flow::Replace { skip, with }
     }
 
@@ -244,22 +280,24 @@ impl Statements {
         Flow::Replace { skip, with }
     }
 
-    /// Queues `prepared`'s Parse into `out` (plus a Close of an evicted statement).
+    /// Queues `prepared`'s Parse into `out` (plus a Close of an evicted statement): the
+    /// client's own Parse of its new name `client`, or (None) one the proxy adds.
     fn add_to_server(
         &mut self,
         prepared: &Prepared,
-        hidden: bool,
+        client: Option<ClientStatement>,
         server: &mut ServerStatements,
         out: &mut BytesMut,
     ) {
         if let Some(victim) = server.insert(&prepared.name) {
             out.extend_from_slice(&close_message(&victim));
-            self.open_batch().push_back(Reply::Hidden);
+            self.open_batch().push_back(Reply::Evicts { name: victim });
         }
         out.extend_from_slice(&prepared.parse);
         self.open_batch().push_back(Reply::Registers {
             name: prepared.name.clone(),
-            hidden,
+            hidden: client.is_none(),
+            client,
         });
     }
 
@@ -272,7 +310,7 @@ impl Statements {
     ) -> Option<Arc<Prepared>> {
         let prepared = Arc::clone(self.by_client_name.get(client_name)?);
         if !server.has(&prepared.name) {
-            self.add_to_server(&prepared, true, server, out);
+            self.add_to_server(&prepared, None, server, out);
         }
         Some(prepared)
     }
@@ -332,8 +370,9 @@ impl Statements {
         if self.unnamed_here {
             return Flow::Forward;
         }
+        let undo = self.unnamed_marker(true);
         self.unnamed_here = true;
-        self.open_batch().push_back(Reply::Hidden);
+        self.open_batch().push_back(undo);
         let mut with = close_message(b"");
         // The message itself follows unchanged: its header again, then its body.
         with.put_u8(tag);
@@ -362,7 +401,7 @@ impl Statements {
         let prepared = prepare(&query_and_types);
         let mut with = BytesMut::new();
         if !server.has(&prepared.name) {
-            self.add_to_server(&prepared, true, server, &mut with);
+            self.add_to_server(&prepared, None, server, &mut with);
         }
         with.put_u8(b'B');
         with.put_i32((4 + portal.len() + 1 + prepared.name.len() + 1 + 6) as i32);
@@ -374,6 +413,16 @@ impl Statements {
         Flow::Replace {
             skip: HEADER_LEN + body.len(),
             with,
+        }
+    }
+
+    /// The marker of a message on the unnamed statement: the state to go back to if the
+    /// server skips it.
+    fn unnamed_marker(&self, hidden: bool) -> Reply {
+        Reply::Unnamed {
+            hidden,
+            here: self.unnamed_here,
+            pending: self.unnamed_pending,
         }
     }
 
@@ -403,16 +452,19 @@ impl Statements {
 
     /// Close of a statement: forgotten by the client, kept on the server for others.
     fn close(&mut self, body: &[u8]) -> Flow {
-        self.open_batch().push_back(Reply::Client);
-        let Some((b'S', rest)) = body.split_first() else {
+        let name = match body.split_first() {
+            Some((b'S', rest)) => cstr(rest).map(|(name, _)| name),
+            _ => None,
+        };
+        let closed = name
+            .filter(|name| !name.is_empty())
+            .and_then(|name| self.by_client_name.remove_entry(name));
+        let Some((name, prepared)) = closed else {
+            self.open_batch().push_back(Reply::Client);
             return Flow::Forward;
         };
-        let Some((name, _)) = cstr(rest) else {
-            return Flow::Forward;
-        };
-        if name.is_empty() || self.by_client_name.remove(name).is_none() {
-            return Flow::Forward;
-        }
+        let client = ClientStatement { name, prepared };
+        self.open_batch().push_back(Reply::ClientClose { client });
         Flow::Replace {
             skip: HEADER_LEN + body.len(),
             with: close_message(NO_SUCH_STATEMENT),
@@ -427,8 +479,12 @@ impl Statements {
             b'1' | b'3' => {
                 let reply = self.batches.front_mut().and_then(VecDeque::pop_front);
                 match reply {
-                    Some(Reply::Hidden) | Some(Reply::Registers { hidden: true, .. }) => Flow::Drop,
-                    Some(Reply::ParseStandIn) => {
+                    Some(
+                        Reply::Evicts { .. }
+                        | Reply::Registers { hidden: true, .. }
+                        | Reply::Unnamed { hidden: true, .. },
+                    ) => Flow::Drop,
+                    Some(Reply::ParseStandIn { .. }) => {
                         let mut with = BytesMut::new();
                         with.put_u8(b'1');
                         with.put_i32(4);
@@ -441,12 +497,11 @@ impl Statements {
                 }
             }
             b'E' => {
-                if let Some(batch) = self.batches.front_mut() {
-                    for reply in batch.drain(..) {
-                        if let Reply::Registers { name, .. } = reply {
-                            server.forget(&name);
-                        }
-                    }
+                // Latest first: where several touch the same state, the earliest's "before"
+                // is what the server still has.
+                let skipped = self.batches.front_mut().map(std::mem::take);
+                for reply in skipped.into_iter().flatten().rev() {
+                    self.undo(reply, server);
                 }
                 Flow::Forward
             }
@@ -474,6 +529,67 @@ impl Statements {
         }
     }
 
+    /// Takes back what a message the server skipped (after an error) was counted as doing.
+    fn undo(&mut self, reply: Reply, server: &mut ServerStatements) {
+        match reply {
+            Reply::Client => {}
+            Reply::ParseStandIn { client } => self.unname(client),
+            Reply::Registers { name, client, .. } => {
+                server.forget(&name);
+                if let Some(client) = client {
+                    self.unname(client);
+                }
+            }
+            Reply::Evicts { name } => server.restore(name),
+            Reply::ClientClose { client } => {
+                self.by_client_name
+                    .entry(client.name)
+                    .or_insert(client.prepared);
+            }
+            Reply::Unnamed { here, pending, .. } => {
+                self.unnamed_here = here;
+                self.unnamed_pending = pending;
+            }
+        }
+    }
+
+    /// Removes a client name whose Parse never completed, unless it was prepared again.
+    fn unname(&mut self, client: ClientStatement) {
+        let same = self
+            .by_client_name
+            .get(&client.name)
+            .is_some_and(|p| Arc::ptr_eq(p, &client.prepared));
+        if same {
+            self.by_client_name.remove(&client.name);
+        }
+    }
+
+    /// A CommandComplete (`body`, its tag). DISCARD ALL and DEALLOCATE ALL are applied only
+    /// once done: a failed one (an aborted transaction's 25P02) leaves every statement.
+    /// Statements from messages sent after it, whose replies are still to come, stay.
+    pub fn on_command_complete(&mut self, body: &[u8], server: &mut ServerStatements) {
+        let tag = cstr(body).map_or(body, |(tag, _)| tag);
+        if tag != b"DISCARD ALL" && tag != b"DEALLOCATE ALL" {
+            return;
+        }
+        let later: Vec<&Reply> = self.batches.iter().flatten().collect();
+        server.last_use.retain(|name, _| {
+            later
+                .iter()
+                .any(|r| matches!(r, Reply::Registers { name: n, .. } if n == name))
+        });
+        self.by_client_name.retain(|name, prepared| {
+            later.iter().any(|r| match r {
+                Reply::ParseStandIn { client }
+                | Reply::Registers {
+                    client: Some(client),
+                    ..
+                } => client.name == *name && Arc::ptr_eq(&client.prepared, prepared),
+                _ => false,
+            })
+        });
+    }
+
     /// Nothing expected from the server: the connection may be handed back.
     pub fn is_settled(&self) -> bool {
         !self.unnamed_pending && self.batches.iter().all(VecDeque::is_empty)
@@ -482,11 +598,6 @@ impl Statements {
     /// Forgets the client's statement `name` (its Parse is about to be sent again).
     pub fn forget(&mut self, name: &[u8]) {
         self.by_client_name.remove(name);
-    }
-
-    /// Client DEALLOCATE ALL / DISCARD ALL.
-    pub fn forget_all(&mut self) {
-        self.by_client_name.clear();
     }
 }
 
@@ -721,5 +832,311 @@ mod tests {
         client.on_server(b'Z', &mut server);
         assert!(client.is_settled());
         assert_eq!(client.batches.len(), 1);
+    }
+
+    /// Parse of `name` (SQL `sql`, no parameter types) then Sync, as the client sends them.
+    fn send_parse(client: &mut Statements, server: &mut ServerStatements, name: &str, sql: &str) {
+        let parse = body(&[name.as_bytes(), b"\0", sql.as_bytes(), b"\0\0\0"]);
+        client.on_client(b'P', parse.len() + 5, &parse, true, server);
+    }
+
+    fn send_sync(client: &mut Statements, server: &mut ServerStatements) {
+        client.on_client(b'S', 5, b"", true, server);
+    }
+
+    /// A statement prepared and confirmed: Parse, Sync, ParseComplete, ReadyForQuery.
+    fn prepared(client: &mut Statements, server: &mut ServerStatements, name: &str, sql: &str) {
+        send_parse(client, server, name, sql);
+        send_sync(client, server);
+        assert_eq!(client.on_server(b'1', server), Flow::Forward);
+        client.on_server(b'Z', server);
+        assert!(client.is_settled());
+    }
+
+    /// The server skipped to Sync: ErrorResponse, then ReadyForQuery.
+    fn batch_fails(client: &mut Statements, server: &mut ServerStatements) {
+        assert_eq!(client.on_server(b'E', server), Flow::Forward);
+        client.on_server(b'Z', server);
+    }
+
+    fn has_name(client: &Statements, name: &str) -> bool {
+        client.query_of(name.as_bytes()).is_some()
+    }
+
+    #[test]
+    fn command_complete_of_discard_or_deallocate_all_drops_every_statement() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"DISCARD ALL\0", true),
+            (b"DEALLOCATE ALL\0", true),
+            (b"DEALLOCATE\0", false),
+            (b"DISCARD PLANS\0", false),
+            (b"SELECT 1\0", false),
+            (b"DISCARD ALL", true), // no terminator: the tag is the whole body
+        ];
+        for (tag, drops) in cases {
+            let mut server = ServerStatements::default();
+            let mut client = Statements::default();
+            prepared(&mut client, &mut server, "s1", "SELECT 1");
+            client.on_client(b'Q', 17, b"DISCARD ALL\0", true, &mut server);
+            client.on_command_complete(tag, &mut server);
+            client.on_server(b'C', &mut server);
+            client.on_server(b'Z', &mut server);
+            let what = String::from_utf8_lossy(tag);
+            assert_eq!(has_name(&client, "s1"), !drops, "client name after {what}");
+            assert_eq!(server.is_empty(), *drops, "server statements after {what}");
+            assert!(client.is_settled());
+        }
+    }
+
+    #[test]
+    fn failed_discard_all_keeps_every_statement() {
+        let mut server = ServerStatements::default();
+        let mut client = Statements::default();
+        prepared(&mut client, &mut server, "s1", "SELECT 1");
+        // In an aborted transaction the server answers 25P02 and does nothing.
+        client.on_client(b'Q', 17, b"DISCARD ALL\0", true, &mut server);
+        batch_fails(&mut client, &mut server);
+        assert!(has_name(&client, "s1"));
+        assert_eq!(server.len(), 1);
+        // Binding it still uses the statement already on the server: no Parse added.
+        let bind = b"\0s1\0\0\0\0\0\0\0";
+        let (_, sent) = replaced(client.on_client(b'B', 15, bind, true, &mut server));
+        assert!(sent.starts_with(b"B"), "{sent:?}");
+    }
+
+    #[test]
+    fn statements_sent_after_discard_all_survive_it() {
+        let mut server = ServerStatements::default();
+        let mut client = Statements::default();
+        prepared(&mut client, &mut server, "old", "SELECT 1");
+        // Pipelined: the Query, then a Parse before the Query's CommandComplete comes.
+        client.on_client(b'Q', 17, b"DISCARD ALL\0", true, &mut server);
+        send_parse(&mut client, &mut server, "new", "SELECT 2");
+        send_sync(&mut client, &mut server);
+        client.on_command_complete(b"DISCARD ALL\0", &mut server);
+        client.on_server(b'Z', &mut server);
+        assert!(!has_name(&client, "old"));
+        assert!(has_name(&client, "new"));
+        assert_eq!(server.len(), 1, "the new statement's Parse came after");
+        assert_eq!(client.on_server(b'1', &mut server), Flow::Forward);
+        client.on_server(b'Z', &mut server);
+        assert!(client.is_settled());
+    }
+
+    #[test]
+    fn failed_parse_leaves_the_name_free() {
+        let mut server = ServerStatements::default();
+        let mut client = Statements::default();
+        send_parse(&mut client, &mut server, "s1", "SELEC oops");
+        send_sync(&mut client, &mut server);
+        assert!(has_name(&client, "s1"), "usable by the messages after it");
+        batch_fails(&mut client, &mut server);
+        assert!(!has_name(&client, "s1"));
+        // Prepared again, the new text goes to the server (not the 42P05 path).
+        let parse = body(&[b"s1\0", b"SELECT 1\0\0\0"]);
+        let (_, sent) =
+            replaced(client.on_client(b'P', parse.len() + 5, &parse, true, &mut server));
+        assert!(sent.starts_with(b"P"));
+        assert!(sent.windows(8).any(|w| w == b"SELECT 1"), "{sent:?}");
+        send_sync(&mut client, &mut server);
+        assert_eq!(client.on_server(b'1', &mut server), Flow::Forward);
+        client.on_server(b'Z', &mut server);
+        assert_eq!(client.query_of(b"s1"), Some(&b"SELECT 1"[..]));
+    }
+
+    /// What each kind of message is taken back to when the server skips it: a batch of
+    /// Parses and Closes where the first message fails, with the names that remain.
+    #[test]
+    fn messages_the_server_skipped_are_undone() {
+        /// A message of the failing batch: Parse or Close ("P" / "C"), name, SQL.
+        type Step = (&'static str, &'static str, &'static str);
+        struct Case {
+            case: &'static str,
+            /// Confirmed before the batch, as "name=SQL".
+            before: &'static [&'static str],
+            batch: &'static [Step],
+            /// The client's names after it.
+            after: &'static [&'static str],
+        }
+        const BAD: Step = ("P", "bad", "SELEC oops");
+        let cases = [
+            Case {
+                case: "new name",
+                before: &[],
+                batch: &[("P", "s1", "SELEC oops")],
+                after: &[],
+            },
+            Case {
+                case: "names after the failing Parse",
+                before: &[],
+                batch: &[BAD, ("P", "s2", "SELECT 2")],
+                after: &[],
+            },
+            Case {
+                case: "stand-in Parse of a statement the server has",
+                before: &["other=SELECT 2"],
+                batch: &[BAD, ("P", "s2", "SELECT 2")],
+                after: &["other"],
+            },
+            Case {
+                case: "client Close",
+                before: &["s1=SELECT 1"],
+                batch: &[BAD, ("C", "s1", "")],
+                after: &["s1"],
+            },
+            Case {
+                case: "Close, then Parse of the same name",
+                before: &["s1=SELECT 1"],
+                batch: &[BAD, ("C", "s1", ""), ("P", "s1", "SELECT 3")],
+                after: &["s1"],
+            },
+        ];
+        for Case {
+            case,
+            before,
+            batch,
+            after,
+        } in cases
+        {
+            let mut server = ServerStatements::default();
+            let mut client = Statements::default();
+            for statement in before {
+                let (name, sql) = statement.split_once('=').unwrap();
+                prepared(&mut client, &mut server, name, sql);
+            }
+            let on_server_before = server.len();
+            for (kind, name, sql) in batch {
+                match *kind {
+                    "P" => send_parse(&mut client, &mut server, name, sql),
+                    _ => {
+                        let close = body(&[b"S", name.as_bytes(), b"\0"]);
+                        client.on_client(b'C', close.len() + 5, &close, true, &mut server);
+                    }
+                }
+            }
+            send_sync(&mut client, &mut server);
+            batch_fails(&mut client, &mut server);
+            let mut names: Vec<&str> = ["s1", "s2", "bad", "other"]
+                .into_iter()
+                .filter(|n| has_name(&client, n))
+                .collect();
+            names.sort_unstable();
+            assert_eq!(names, after, "{case}");
+            assert_eq!(server.len(), on_server_before, "{case}: server statements");
+            assert!(client.is_settled(), "{case}");
+        }
+        // The Close undone gives back the statement the client had, not the new text.
+        let mut server = ServerStatements::default();
+        let mut client = Statements::default();
+        prepared(&mut client, &mut server, "s1", "SELECT 1");
+        send_parse(&mut client, &mut server, "bad", "SELEC oops");
+        client.on_client(b'C', 9, b"Ss1\0", true, &mut server);
+        send_parse(&mut client, &mut server, "s1", "SELECT 3");
+        send_sync(&mut client, &mut server);
+        batch_fails(&mut client, &mut server);
+        assert_eq!(client.query_of(b"s1"), Some(&b"SELECT 1"[..]));
+    }
+
+    #[test]
+    fn name_prepared_again_in_a_later_batch_outlives_the_earlier_failure() {
+        let mut server = ServerStatements::default();
+        let mut client = Statements::default();
+        send_parse(&mut client, &mut server, "s1", "SELEC oops");
+        send_sync(&mut client, &mut server);
+        // Pipelined before the error comes: Close s1 and prepare it again.
+        client.on_client(b'C', 9, b"Ss1\0", true, &mut server);
+        send_parse(&mut client, &mut server, "s1", "SELECT 1");
+        send_sync(&mut client, &mut server);
+        batch_fails(&mut client, &mut server);
+        assert_eq!(client.query_of(b"s1"), Some(&b"SELECT 1"[..]));
+        assert_eq!(client.on_server(b'3', &mut server), Flow::Forward);
+        assert_eq!(client.on_server(b'1', &mut server), Flow::Forward);
+        client.on_server(b'Z', &mut server);
+        assert!(client.is_settled());
+        assert_eq!(server.len(), 1);
+    }
+
+    /// The unnamed guard and unnamed Parses: whether the next Bind of the unnamed statement
+    /// closes it first, after the batch failed at one message or another.
+    #[test]
+    fn unnamed_state_follows_what_the_server_did() {
+        let bind = b"\0\0\0\0\0\0\0\0\0\0";
+        let bad = body(&[b"bad\0", b"SELEC oops\0\0\0"]);
+        let unnamed = body(&[b"\0", QUERY]);
+        // (case, replies before the error, guard Close expected on the next Bind)
+        let cases: &[(&str, &[u8], bool)] = &[
+            ("guard Close skipped", b"", true),
+            ("guard Close done, Bind failed", b"13", false),
+        ];
+        for (case, replies, guard_again) in cases {
+            let mut server = ServerStatements::default();
+            let mut client = Statements::default();
+            match replies.is_empty() {
+                // Parse "bad" fails: the guard's Close and the Bind after it are skipped.
+                true => {
+                    client.on_client(b'P', bad.len() + 5, &bad, true, &mut server);
+                }
+                // A good Parse, the guard's Close, then the Bind fails.
+                false => send_parse(&mut client, &mut server, "ok", "SELECT 1"),
+            }
+            client.on_client(b'B', 15, bind, true, &mut server);
+            send_sync(&mut client, &mut server);
+            for tag in *replies {
+                client.on_server(*tag, &mut server);
+            }
+            batch_fails(&mut client, &mut server);
+            assert!(client.is_settled(), "{case}");
+            let next = client.on_client(b'B', 15, bind, true, &mut server);
+            assert_eq!(matches!(next, Flow::Replace { .. }), *guard_again, "{case}");
+        }
+        // An unnamed Parse skipped after an error: the connection is not kept for it, and
+        // the other client's unnamed statement is still closed before use.
+        let mut server = ServerStatements::default();
+        let mut client = Statements::default();
+        client.on_client(b'P', bad.len() + 5, &bad, true, &mut server);
+        client.on_client(b'P', unnamed.len() + 5, &unnamed, true, &mut server);
+        send_sync(&mut client, &mut server);
+        assert!(!client.is_settled());
+        batch_fails(&mut client, &mut server);
+        assert!(client.is_settled());
+        assert!(matches!(
+            client.on_client(b'B', 15, bind, true, &mut server),
+            Flow::Replace { .. }
+        ));
+    }
+
+    #[test]
+    fn eviction_skipped_after_an_error_keeps_the_victim() {
+        // (case, replies before the error, victim still on the server): the Parse over
+        // the limit fails, or something before it does and its Close is skipped too.
+        let cases: &[(&str, &[u8], bool)] = &[
+            ("Close of the victim skipped", b"", true),
+            ("Close of the victim done, its Parse failed", b"3", false),
+        ];
+        for (case, replies, kept) in cases {
+            let mut server = ServerStatements::default();
+            for i in 0..SERVER_STATEMENT_LIMIT {
+                server.insert(format!("n{i}").as_bytes());
+            }
+            let mut client = Statements::default();
+            send_parse(&mut client, &mut server, "s1", "SELECT 1");
+            send_sync(&mut client, &mut server);
+            assert!(!server.last_use.contains_key(&b"n0"[..]));
+            for tag in *replies {
+                assert_eq!(client.on_server(*tag, &mut server), Flow::Drop, "{case}");
+            }
+            batch_fails(&mut client, &mut server);
+            assert_eq!(server.last_use.contains_key(&b"n0"[..]), *kept, "{case}");
+            assert!(!has_name(&client, "s1"), "{case}");
+            assert!(client.is_settled(), "{case}");
+        }
+        // Once taken back it is the next to go.
+        let mut server = ServerStatements::default();
+        for i in 0..SERVER_STATEMENT_LIMIT {
+            server.insert(format!("n{i}").as_bytes());
+        }
+        let victim = server.insert(b"extra").unwrap();
+        server.restore(victim.clone());
+        assert_eq!(server.insert(b"more"), Some(victim));
     }
 }

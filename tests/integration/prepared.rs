@@ -3,7 +3,7 @@
 
 use tokio::io::AsyncWriteExt;
 
-use crate::wire::{message, read_until_ready, trust_login};
+use crate::wire::{message, query, read_until_ready, trust_login};
 
 use crate::support::{
     connect, server_sessions, ProxyBuilder, TestProxy, PREPARED_PROBE, TXN_SHARED,
@@ -235,5 +235,64 @@ async fn preparing_an_existing_name_fails_like_postgres() {
         reply.contains("first") && !reply.contains("second"),
         "{reply:?}"
     );
+    proxy.shutdown().await;
+}
+
+/// Sends `messages` and reads the replies up to ReadyForQuery, as text.
+async fn round_trip(client: &mut tokio::net::TcpStream, messages: &[Vec<u8>]) -> String {
+    client.write_all(&messages.concat()).await.expect("send");
+    String::from_utf8_lossy(&read_until_ready(client).await).into_owned()
+}
+
+/// A name whose first Parse failed is free, as on a direct connection: the proxy records
+/// it only once the server confirms the Parse.
+#[tokio::test]
+async fn a_name_whose_parse_failed_can_be_prepared() {
+    let proxy = transaction_proxy(2).await;
+    let mut client = trust_login(proxy.addr).await;
+    let sync = message(b'S', b"");
+    let bad = message(b'P', b"s1\0SELEC 'oops'\0\0\0");
+    let reply = round_trip(&mut client, &[bad, sync.clone()]).await;
+    assert!(reply.contains("C42601"), "syntax error expected: {reply:?}");
+    let good = message(b'P', b"s1\0SELECT 'prepared at last'\0\0\0");
+    let reply = round_trip(&mut client, &[good, sync.clone()]).await;
+    assert!(reply.starts_with('1'), "ParseComplete expected: {reply:?}");
+    let bind = message(b'B', b"\0s1\0\0\0\0\0\0\0");
+    let execute = message(b'E', b"\0\0\0\0\0");
+    let reply = round_trip(&mut client, &[bind, execute, sync]).await;
+    assert!(reply.contains("prepared at last"), "{reply:?}");
+    proxy.shutdown().await;
+}
+
+/// DISCARD ALL in a failed transaction does nothing on the server (25P02): the client's
+/// statements stay usable. Once it succeeds, they are gone and can be prepared again.
+#[tokio::test]
+async fn failed_discard_all_keeps_prepared_statements() {
+    let proxy = transaction_proxy(1).await;
+    let mut client = trust_login(proxy.addr).await;
+    let sync = message(b'S', b"");
+    let parse = message(b'P', b"keep\0SELECT 'still here'\0\0\0");
+    let bind = message(b'B', b"\0keep\0\0\0\0\0\0\0");
+    let execute = message(b'E', b"\0\0\0\0\0");
+    let run = [bind, execute, sync.clone()];
+    let reply = round_trip(&mut client, &[parse.clone(), sync.clone()]).await;
+    assert!(reply.starts_with('1'), "{reply:?}");
+    round_trip(&mut client, &[query("BEGIN")]).await;
+    let reply = round_trip(&mut client, &[query("SELECT 1/0")]).await;
+    assert!(reply.contains("C22012"), "{reply:?}");
+    let reply = round_trip(&mut client, &[query("DISCARD ALL")]).await;
+    assert!(reply.contains("C25P02"), "{reply:?}");
+    round_trip(&mut client, &[query("ROLLBACK")]).await;
+    let reply = round_trip(&mut client, &run).await;
+    assert!(reply.contains("still here"), "{reply:?}");
+    // Done for real: the name is gone, as on a direct connection, and free again.
+    let reply = round_trip(&mut client, &[query("DISCARD ALL")]).await;
+    assert!(reply.contains("DISCARD ALL"), "{reply:?}");
+    let reply = round_trip(&mut client, &run).await;
+    assert!(reply.contains("C26000"), "{reply:?}");
+    let reply = round_trip(&mut client, &[parse, sync]).await;
+    assert!(reply.starts_with('1'), "{reply:?}");
+    let reply = round_trip(&mut client, &run).await;
+    assert!(reply.contains("still here"), "{reply:?}");
     proxy.shutdown().await;
 }

@@ -154,15 +154,8 @@ impl Relay {
                     effects.settings |= found.settings;
                     effects.may_clear |= found.may_clear;
                     effects.custom_settings.extend(found.custom_settings);
-                    if found.drops_statements {
-                        if let (Some(client), Some(server)) = (
-                            client_statements.as_deref_mut(),
-                            server_statements.as_deref_mut(),
-                        ) {
-                            client.forget_all();
-                            server.clear();
-                        }
-                    }
+                    // DISCARD ALL / DEALLOCATE ALL drop statements once the server says
+                    // they are done (`take_server_frames`), not as they are sent.
                 }
                 state.on_frontend(kind, now);
                 flow
@@ -226,7 +219,10 @@ impl Relay {
                 |tag| {
                     matches!(
                         Backend::from_tag(tag),
-                        Backend::ReadyForQuery | Backend::ParameterStatus | Backend::ErrorResponse
+                        Backend::ReadyForQuery
+                            | Backend::ParameterStatus
+                            | Backend::ErrorResponse
+                            | Backend::CommandComplete
                     )
                 },
                 |tag, _len, body, complete| {
@@ -263,7 +259,12 @@ impl Relay {
                         _ => {}
                     }
                     let flow = match statements.as_mut() {
-                        Some(statements) => statements.on_server(tag, server_statements),
+                        Some(statements) => {
+                            if kind == Backend::CommandComplete && complete {
+                                statements.on_command_complete(body, server_statements);
+                            }
+                            statements.on_server(tag, server_statements)
+                        }
                         None => Flow::Forward,
                     };
                     if armed && ready.is_some() {
