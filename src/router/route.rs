@@ -33,6 +33,9 @@ pub enum Reason {
     WriteFunction(String),
     /// A read.
     Read,
+    /// It reads state kept by each server itself (statistics, locks, prepared
+    /// transactions): the primary's is the one a direct connection would show.
+    ServerLocal,
     /// It opens a READ ONLY transaction.
     BeginReadOnly,
     /// A rule chose the target of this read.
@@ -64,6 +67,7 @@ impl fmt::Display for Reason {
             Reason::Unparsed => f.write_str("unparsed (treated as a write)"),
             Reason::WriteFunction(name) => write!(f, "calls write function {name}"),
             Reason::Read => f.write_str("read"),
+            Reason::ServerLocal => f.write_str("reads state of the server itself"),
             Reason::BeginReadOnly => f.write_str("read-only transaction"),
             Reason::Rule => f.write_str("rule"),
             Reason::RuleOverruled(why) => {
@@ -159,10 +163,10 @@ impl Router {
         dynamic: &HashSet<String>,
     ) -> Decision<'_> {
         let own = self.own_reason(c, dynamic);
-        let own_target = if own.is_write() {
-            RouteTarget::Primary
-        } else {
-            RouteTarget::Replica
+        let own_target = match own {
+            _ if own.is_write() => RouteTarget::Primary,
+            Reason::ServerLocal => RouteTarget::Primary,
+            _ => RouteTarget::Replica,
         };
         let Some((index, rule)) = self.matching_rule(c, ctx) else {
             return Decision {
@@ -212,6 +216,7 @@ impl Router {
         match (write_function, c.begins) {
             (Some(name), _) => Reason::WriteFunction(name.clone()),
             (None, Some(true)) => Reason::BeginReadOnly,
+            (None, _) if reads_server_local(c) => Reason::ServerLocal,
             (None, _) => Reason::Read,
         }
     }
@@ -222,6 +227,25 @@ impl Router {
             .enumerate()
             .find(|(_, rule)| matches(&rule.matcher, c, ctx))
     }
+}
+
+/// Views of what one server keeps for itself: a replica has its own, different ones.
+const SERVER_LOCAL_VIEWS: &[&str] = &[
+    "pg_locks",
+    "pg_prepared_xacts",
+    "pg_replication_slots",
+    "pg_cursors",
+    "pg_prepared_statements",
+];
+
+/// Whether `c` reads a server's own statistics or state (`pg_stat_*`, `pg_statio_*`,
+/// `pg_locks`, …), directly or through `pg_stat_*` functions.
+fn reads_server_local(c: &Classified) -> bool {
+    let local = |name: &str| {
+        let name = name.rsplit('.').next().unwrap_or(name);
+        name.starts_with("pg_stat") || SERVER_LOCAL_VIEWS.contains(&name)
+    };
+    c.tables_read.iter().any(|t| local(t)) || c.functions.iter().any(|f| local(f))
 }
 
 /// Whether every condition `m` gives holds for `c` sent by `ctx`.

@@ -6,11 +6,15 @@ use std::collections::BTreeSet;
 use super::params::{literal, set_config_sql};
 
 /// The session's own settings, as the server has them now: what a client set, reset or
-/// set_config'd. Neither role nor custom (dotted) settings are listed in pg_settings: those
+/// set_config'd. Transaction characteristics are left out: `SET TRANSACTION` leaves them
+/// marked as session values that neither DISCARD ALL nor RESET ALL clears, and replayed
+/// outside a transaction (on a hot standby above all) they fail. Neither role nor custom (dotted) settings are listed in pg_settings: those
 /// are asked for by name.
 pub fn session_settings_sql(custom: &BTreeSet<String>) -> String {
     let mut sql = String::from(
         "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' \
+         AND name NOT IN ('transaction_isolation', 'transaction_read_only', \
+         'transaction_deferrable') \
          UNION ALL SELECT 'role', pg_catalog.current_setting('role') \
          WHERE pg_catalog.current_setting('role') <> 'none'",
     );

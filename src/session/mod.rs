@@ -62,6 +62,7 @@ pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
             pools: attached.pools,
             user: attached.user,
             database: attached.database,
+            startup_settings: Arc::clone(&attached.settings),
             settings: attached.settings,
             cancel_key: attached.cancel_key,
             shutdown: proxy.shutdown.clone(),

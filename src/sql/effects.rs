@@ -135,14 +135,18 @@ fn custom_settings(tokens: &[Token], out: &mut Vec<String>) {
         } else {
             1
         };
-        if let (Some(a), Some(Token::Symbol(b'.')), Some(b)) =
-            (word_at(start), tokens.get(start + 1), word_at(start + 2))
-        {
-            out.push(format!(
-                "{}.{}",
-                String::from_utf8_lossy(a),
-                String::from_utf8_lossy(b)
-            ));
+        // A custom setting's name has two or more dotted parts (`a.b`, `a.b.c`).
+        let mut parts = Vec::new();
+        let mut at = start;
+        while let Some(part) = word_at(at) {
+            parts.push(String::from_utf8_lossy(part).into_owned());
+            if !matches!(tokens.get(at + 1), Some(Token::Symbol(b'.'))) {
+                break;
+            }
+            at += 2;
+        }
+        if parts.len() >= 2 {
+            out.push(parts.join("."));
         }
     }
     for window in tokens.windows(3) {
@@ -284,11 +288,17 @@ mod tests {
     #[test]
     fn custom_setting_names_are_collected() {
         let got = effects(
-            b"SET app.tenant = 'x'; SET SESSION My.Thing TO 1; SELECT set_config('app.user', '7', false); SET search_path = a; RESET app.other",
+            b"SET app.tenant = 'x'; SET SESSION My.Thing TO 1; SELECT set_config('app.user', '7', false); SET search_path = a; RESET app.other; SET custom.my.qualified.guc = 'foo'",
         );
         assert_eq!(
             got.custom_settings,
-            vec!["app.tenant", "My.Thing", "app.user", "app.other"]
+            vec![
+                "app.tenant",
+                "My.Thing",
+                "app.user",
+                "app.other",
+                "custom.my.qualified.guc"
+            ]
         );
     }
 

@@ -657,3 +657,122 @@ async fn rules_and_include_primary_decide_where_reads_go() {
     assert_eq!(seen, both, "reads should reach both servers");
     proxy.shutdown().await;
 }
+
+/// What the regression suite found: settings RESET to the client's startup values,
+/// custom settings of three parts, SET TRANSACTION never breaking a replica, server-local
+/// views read on the primary.
+#[tokio::test]
+async fn session_settings_behave_as_on_a_direct_connection_across_servers() {
+    let cluster = support::cluster();
+    let (primary_port, replica_port) = ports(cluster);
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .pool_size(3)
+        .with_replica()
+        .start()
+        .await;
+    let conn_string = format!(
+        "{} options='-c DateStyle=Postgres,MDY'",
+        proxy.app_conn_string()
+    );
+    let client = connect(&conn_string).await;
+    replica_in_use(&client, replica_port).await;
+    let show = |name: &'static str| {
+        let client = &client;
+        async move {
+            let rows = client
+                .simple_query(&format!("SHOW {name}"))
+                .await
+                .expect("show");
+            rows.iter()
+                .find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(show("datestyle").await, "Postgres, MDY");
+    client
+        .batch_execute("SET datestyle = ISO")
+        .await
+        .expect("set");
+    assert_eq!(show("datestyle").await, "ISO, MDY");
+    client
+        .batch_execute("RESET datestyle")
+        .await
+        .expect("reset");
+    assert_eq!(
+        show("datestyle").await,
+        "Postgres, MDY",
+        "RESET goes back to the startup value"
+    );
+    client
+        .batch_execute("SET custom.my.qualified.guc = 'foo'")
+        .await
+        .expect("set custom");
+    // SET TRANSACTION leaves its settings behind on the server: never replayed.
+    for _ in 0..5 {
+        client
+            .batch_execute("BEGIN; SET TRANSACTION READ WRITE; SELECT 1; COMMIT")
+            .await
+            .expect("set transaction");
+        client
+            .batch_execute("SET vacuum_cost_delay TO 40")
+            .await
+            .expect("set");
+        assert_eq!(show("custom.my.qualified.guc").await, "foo");
+        assert_eq!(
+            served_by(&client, WHERE).await,
+            (true, i32::from(replica_port))
+        );
+    }
+    let stats = "SELECT pg_is_in_recovery(), inet_server_port() FROM pg_stat_database LIMIT 1";
+    assert_eq!(
+        served_by(&client, stats).await,
+        (false, i32::from(primary_port))
+    );
+    proxy.shutdown().await;
+}
+
+/// A statement a rule blocks inside a transaction fails there as a server error would:
+/// the transaction is aborted and its earlier writes are not committed.
+#[tokio::test]
+async fn a_blocked_statement_aborts_its_transaction() {
+    let cluster = support::cluster();
+    create_table(cluster, "CREATE TABLE IF NOT EXISTS blocked_in_tx (id int)").await;
+    let routing =
+        "routing:\n  rules:\n    - match: { kind: delete }\n      block: \"no deletes\"\n";
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .with_replica()
+        .routing(routing)
+        .start()
+        .await;
+    let mut client = connect(&proxy.app_conn_string()).await;
+    let tx = client.transaction().await.expect("begin");
+    tx.execute("INSERT INTO blocked_in_tx VALUES ($1)", &[&42])
+        .await
+        .expect("insert");
+    let err = tx
+        .execute("DELETE FROM blocked_in_tx WHERE id = $1", &[&42])
+        .await
+        .expect_err("blocked");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    let after = tx
+        .execute("SELECT 1", &[])
+        .await
+        .expect_err("the transaction is aborted");
+    assert_eq!(after.code().map(|c| c.code()), Some("25P02"), "{after}");
+    drop(tx);
+    let n: i64 = client
+        .query_one(
+            "/* pgstrata: route=primary */ SELECT count(*) FROM blocked_in_tx WHERE id = 42",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 0, "the blocked transaction's insert was committed");
+    proxy.shutdown().await;
+}

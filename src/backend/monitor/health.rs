@@ -239,6 +239,8 @@ pub struct ClusterHealth {
     /// session's reads start from, so it sees what was written through the proxy before.
     last_write: AtomicU64,
     write_functions: ArcSwap<HashSet<String>>,
+    /// Wakes the write-function refresh ahead of its period.
+    refresh: tokio::sync::Notify,
     /// Shares ties between replicas in proportion to weight (see `pick`).
     pub(super) ticket: AtomicUsize,
 }
@@ -251,9 +253,20 @@ impl ClusterHealth {
             replicas,
             primary_lsn: AtomicU64::new(0),
             last_write: AtomicU64::new(0),
+            refresh: tokio::sync::Notify::new(),
             write_functions: ArcSwap::from_pointee(HashSet::new()),
             ticket: AtomicUsize::new(0),
         }
+    }
+
+    /// A session defined functions: read the write functions again now.
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// Completes when a session asks for the write functions to be read again.
+    pub async fn refresh_requested(&self) {
+        self.refresh.notified().await;
     }
 
     /// A session committed a write; the primary's WAL position after it was `lsn`.

@@ -228,7 +228,12 @@ pub async fn refresh_write_functions(
 ) {
     let mut tick = ticker(period);
     loop {
-        tick.tick().await;
+        // Sessions ask for a refresh when they create functions: a new one must be known
+        // before its first call is routed.
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cluster.refresh_requested() => {}
+        }
         match write_functions(&pool, timeout).await {
             Ok(names) => cluster.set_write_functions(names),
             Err(error) => tracing::debug!(

@@ -13,6 +13,8 @@ use crate::sql::effects;
 
 /// What a statement asks of routing.
 pub(super) struct Judged {
+    /// It creates or replaces functions: the write-function list must be read again.
+    pub(super) defines_functions: bool,
     pub(super) want: Want,
     pub(super) writes: bool,
     pub(super) timeout: Option<Duration>,
@@ -132,6 +134,7 @@ impl Routing {
                 Some((_, [])) => {
                     let (code, message) = self.unnamed_refusal.clone()?;
                     return Some(Ok(Judged {
+                        defines_functions: false,
                         want: Want::Primary,
                         writes: false,
                         timeout: None,
@@ -158,6 +161,7 @@ impl Routing {
 
     fn judge_sql(&self, kind: Frontend, sql: &[u8], unreadable: bool, app: &str) -> Judged {
         let primary = |writes| Judged {
+            defines_functions: false,
             want: Want::Primary,
             writes,
             timeout: None,
@@ -226,13 +230,21 @@ impl Routing {
         // State a statement leaves in the session stays on the connection it ran on, and
         // the session with it: that must be the primary. A hot standby runs no
         // serializable transaction.
-        if want != Want::Primary
-            && (effects::effects(sql).pin.is_some()
-                || (classified.begins.is_some() && classified.normalized.contains("serializable")))
-        {
-            want = Want::Primary;
+        // DISCARD, DEALLOCATE, advisory unlocks and the like act on the session's own
+        // connection state: where it lives, on the primary.
+        if want != Want::Primary {
+            let found = effects::effects(sql);
+            let serializable =
+                classified.begins.is_some() && classified.normalized.contains("serializable");
+            if found.pin.is_some() || found.may_clear || serializable {
+                want = Want::Primary;
+            }
         }
+        let defines_functions = classified.kind == crate::router::StatementKind::Ddl
+            && (classified.normalized.contains("function")
+                || classified.normalized.contains("procedure"));
         Judged {
+            defines_functions,
             want,
             writes,
             timeout: decision.timeout,

@@ -69,6 +69,8 @@ pub struct Session {
     pub database: String,
     /// Settings from the StartupMessage, applied to every server connection the session uses.
     pub settings: Arc<Vec<(String, String)>>,
+    /// The settings of the StartupMessage: what RESET goes back to.
+    pub startup_settings: Arc<Vec<(String, String)>>,
     pub cancel_key: CancelKey,
     pub shutdown: watch::Receiver<bool>,
     /// The ParameterStatus values the client was given at startup.

@@ -24,9 +24,17 @@ impl Relay {
             let Some(routing) = self.routing.as_mut().filter(|r| r.on_replica()) else {
                 return Err(e);
             };
-            tracing::warn!(error = %e, "replica failed before the transaction started: it goes elsewhere");
-            routing.replica_failed();
-            routing.want = want;
+            // A setting the replica refuses is this session's affair, not the replica's
+            // health: that session's transaction goes to the primary.
+            if let SessionError::HiddenStatement(_) = e {
+                tracing::debug!(error = %e, "a replica refused the session's settings: primary");
+                routing.released();
+                routing.want = Some(super::routing::Want::Primary);
+            } else {
+                tracing::warn!(error = %e, "replica failed before the transaction started: it goes elsewhere");
+                routing.replica_failed();
+                routing.want = want;
+            }
             drop(server);
             metrics::read_retried("replica_lost");
             server = self.checkout().await?;
@@ -106,7 +114,33 @@ impl Relay {
             return Ok(());
         };
         let sql = hidden::session_settings_sql(&self.custom_settings);
-        let settings = Arc::new(fetch_hidden(server, &sql).await?);
+        let mut settings = fetch_hidden(server, &sql).await?;
+        // RESET took a startup setting back to the server's default; PostgreSQL takes a
+        // session back to the value it connected with. So does the proxy.
+        let reset: Vec<(String, String)> = self
+            .session
+            .startup_settings
+            .iter()
+            .filter(|(name, _)| !settings.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)))
+            .cloned()
+            .collect();
+        if let Some(sql) = crate::session::params::set_config_sql(&reset) {
+            match server.run_hidden(&sql).await {
+                Ok(None) => {
+                    settings.extend(reset);
+                    settings.sort();
+                }
+                Ok(Some(fields)) => {
+                    server.broken = true;
+                    return Err(SessionError::HiddenStatement(fields));
+                }
+                Err(e) => {
+                    server.broken = true;
+                    return Err(e.into());
+                }
+            }
+        }
+        let settings = Arc::new(settings);
         server.applied = Some(Arc::clone(&settings));
         self.session.settings = settings;
         self.settings_changed = false;

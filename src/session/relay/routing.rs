@@ -86,6 +86,8 @@ pub(super) struct Routing {
     pub pass_barrier: bool,
     /// The current transaction wrote on the primary.
     pub txn_wrote: bool,
+    /// ... and created functions: once it ends, the write-function list is read again.
+    pub functions_defined: bool,
     /// The unnamed statement parsed last is refused when bound (SQLSTATE, message).
     pub(super) unnamed_refusal: Option<(SqlState, String)>,
     /// The judgement of the message stopped at, by its kind and first bytes (None inside:
@@ -136,6 +138,7 @@ impl Routing {
             barrier: false,
             pass_barrier: false,
             txn_wrote: false,
+            functions_defined: false,
             unnamed_refusal: None,
             stashed: None,
             later_writes: VecDeque::new(),
@@ -351,6 +354,7 @@ impl Routing {
                 j.want.as_str(),
                 if on_replica { "replica" } else { "primary" },
             );
+            self.functions_defined |= j.defines_functions;
             if let (Some(t), None) = (j.timeout, self.deadline) {
                 self.deadline = Some(Instant::now() + t);
             }

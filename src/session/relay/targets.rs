@@ -122,8 +122,12 @@ impl Relay {
         if let Some(routing) = self.routing.as_mut() {
             if let Some(lsn) = rows.first().and_then(|(_, v)| v.parse::<Lsn>().ok()) {
                 routing.floor = routing.floor.max(lsn);
+                let defined = std::mem::take(&mut routing.functions_defined);
                 if let Some(health) = routing.health() {
                     health.note_write(lsn);
+                    if defined {
+                        health.request_refresh();
+                    }
                 }
             }
             routing.txn_wrote = false;
