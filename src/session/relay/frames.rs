@@ -61,14 +61,13 @@ impl Relay {
             .session
             .client_params
             .get("application_name")
-            .cloned()
-            .unwrap_or_default();
+            .map_or("", String::as_str);
         let before = self.replay.is_some().then(|| self.from_client.clone());
         if let Some(routing) = self.routing.as_mut() {
             routing.scan_later_writes(
                 &self.from_client,
                 self.statements.as_ref(),
-                &application_name,
+                application_name,
             );
         }
         let serializable = self.routing.is_some()
@@ -100,7 +99,7 @@ impl Relay {
                         held,
                         answered: state.pending_ready == 0 && !state.unsynced,
                         status: state.status,
-                        application_name: &application_name,
+                        application_name,
                         statements: client_statements.as_deref(),
                         serializable,
                         unsynced: state.unsynced,
