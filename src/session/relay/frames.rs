@@ -70,11 +70,16 @@ impl Relay {
                 application_name,
             );
         }
-        let serializable = self.routing.is_some()
-            && self.session.settings.iter().any(|(name, value)| {
-                name == "default_transaction_isolation"
-                    && value.eq_ignore_ascii_case("serializable")
-            });
+        let setting = |wanted: &str, is: &str| {
+            self.routing.is_some()
+                && self
+                    .session
+                    .settings
+                    .iter()
+                    .any(|(name, value)| name == wanted && value.eq_ignore_ascii_case(is))
+        };
+        let serializable = setting("default_transaction_isolation", "serializable");
+        let read_only = setting("default_transaction_read_only", "on");
         let routing = &mut self.routing;
         let to_client = &mut self.to_client;
         let mut client_statements = self.statements.as_mut();
@@ -102,6 +107,7 @@ impl Relay {
                         application_name,
                         statements: client_statements.as_deref(),
                         serializable,
+                        read_only,
                         unsynced: state.unsynced,
                     };
                     let step = routing.on_message(kind, body, complete, &cx, to_client);

@@ -108,7 +108,7 @@ impl Routing {
                 .and_then(|(_, name)| statements?.query_of(name)),
         };
         sql.is_some_and(|sql| {
-            let judged = self.judge_sql(kind, sql, false, app);
+            let judged = self.judge_sql(kind, sql, false, app, false);
             judged.writes || judged.want == Want::Primary
         })
     }
@@ -146,7 +146,7 @@ impl Routing {
             _ => return None,
         };
         let unreadable = !complete && kind != Frontend::Bind;
-        let mut judged = self.judge_sql(kind, sql, unreadable, cx.application_name);
+        let mut judged = self.judge_sql(kind, sql, unreadable, cx.application_name, cx.read_only);
         if cx.serializable {
             judged.want = Want::Primary;
         }
@@ -159,7 +159,14 @@ impl Routing {
         Some(Ok(judged))
     }
 
-    fn judge_sql(&self, kind: Frontend, sql: &[u8], unreadable: bool, app: &str) -> Judged {
+    fn judge_sql(
+        &self,
+        kind: Frontend,
+        sql: &[u8],
+        unreadable: bool,
+        app: &str,
+        read_only_session: bool,
+    ) -> Judged {
         let primary = |writes| Judged {
             defines_functions: false,
             want: Want::Primary,
@@ -217,9 +224,16 @@ impl Routing {
                 ..primary(false)
             };
         }
-        let writes = decision.reason.is_write();
+        // With default_transaction_read_only on, a plain BEGIN opens a read-only
+        // transaction: a replica serves it as the primary would.
+        let read_only_begin = read_only_session
+            && classified.begins == Some(false)
+            && classified.statements == 1
+            && !classified.normalized.contains("read write");
+        let writes = decision.reason.is_write() && !read_only_begin;
         let target = match hint.route.or(self.session_route) {
             Some(route) if !writes => route,
+            _ if read_only_begin => RouteTarget::Replica,
             _ => decision.target,
         };
         let mut want = match target {
@@ -270,6 +284,16 @@ impl Routing {
             .into_iter()
             .map(|(field, value)| vec![field.to_owned(), value])
             .collect();
+        // What this session does with it, past the rules: session state, serializable
+        // isolation and the client's own route setting have their say.
+        // (Judged as a Bind's statement: no hints or intercepts, so no recursion.)
+        let session = self.judge_sql(Frontend::Bind, sql, false, app, false);
+        let target = match session.want {
+            Want::Primary => "primary",
+            Want::Read { any: false } => "replica",
+            Want::Read { any: true } => "any",
+        };
+        rows.push(vec!["session_target".to_owned(), target.to_owned()]);
         let route = self.session_route.map_or("default", RouteTarget::as_str);
         rows.push(vec!["session_route".to_owned(), route.to_owned()]);
         rows.push(vec!["read_floor".to_owned(), self.read_floor().to_string()]);

@@ -258,6 +258,8 @@ pub(super) struct Context<'a> {
     pub statements: Option<&'a Statements>,
     /// The session's transactions are serializable, which a hot standby refuses.
     pub serializable: bool,
+    /// The session's transactions are read-only (default_transaction_read_only).
+    pub read_only: bool,
 }
 
 impl Routing {
@@ -457,6 +459,7 @@ routing:
             application_name: "",
             statements: None,
             serializable: false,
+            read_only: false,
             unsynced: false,
         }
     }
@@ -524,6 +527,53 @@ routing:
             );
             assert!(out.is_empty());
         }
+    }
+
+    #[tokio::test]
+    async fn read_only_and_serializable_sessions() {
+        let mut out = BytesMut::new();
+        let mut r = routing();
+        let mut read_only = cx(false, true);
+        read_only.read_only = true;
+        assert!(matches!(
+            r.on_message(Frontend::Query, b"BEGIN\0", true, &read_only, &mut out),
+            Step::Stop
+        ));
+        assert_eq!(
+            r.want,
+            Some(Want::Read { any: false }),
+            "a read-only session's BEGIN"
+        );
+        let mut r = routing();
+        assert!(matches!(
+            r.on_message(
+                Frontend::Query,
+                b"BEGIN READ WRITE\0",
+                true,
+                &read_only,
+                &mut out
+            ),
+            Step::Stop
+        ));
+        assert_eq!(r.want, Some(Want::Primary));
+        let mut r = routing();
+        let mut serializable = cx(false, true);
+        serializable.serializable = true;
+        assert!(matches!(
+            r.on_message(
+                Frontend::Query,
+                b"SELECT 1\0",
+                true,
+                &serializable,
+                &mut out
+            ),
+            Step::Stop
+        ));
+        assert_eq!(
+            r.want,
+            Some(Want::Primary),
+            "a hot standby runs no serializable transaction"
+        );
     }
 
     #[tokio::test]
