@@ -1,13 +1,14 @@
 //! Judging a client statement for routing: where it may run, whether it writes, and
 //! whether the proxy answers it itself (route settings, EXPLAIN ROUTE, a rule's block).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::routing::{Context, Routing, Want};
+use super::routing::{batch_open_after, starts_batch, Context, Routing, Want};
 use crate::protocol::frame::{cstr, Frames, MAX_FRAME_LEN};
 use crate::protocol::message::Frontend;
 use crate::protocol::SqlState;
-use crate::router::{self, Intercept, RequestCtx, RouteTarget};
+use crate::router::{self, Classified, Decision, Intercept, RequestCtx, RouteTarget};
 use crate::session::statements::{bind_names, Statements};
 use crate::sql::effects;
 
@@ -53,17 +54,7 @@ impl Routing {
         let mut current: Option<(usize, bool)> = None; // (statements seen, a later one writes)
         for frame in Frames::new(buf, MAX_FRAME_LEN).map_while(Result::ok) {
             let kind = Frontend::from_tag(frame.tag);
-            let leader = match kind {
-                Frontend::Query | Frontend::FunctionCall => true,
-                Frontend::Parse
-                | Frontend::Bind
-                | Frontend::Describe
-                | Frontend::Execute
-                | Frontend::Close
-                | Frontend::Sync
-                | Frontend::Flush => !open,
-                _ => false,
-            };
+            let leader = starts_batch(kind, open);
             if leader {
                 if let Some((_, writes)) = current.take() {
                     self.later_writes.push_back(writes);
@@ -76,15 +67,7 @@ impl Routing {
                     *writes = self.statement_writes(kind, frame.body(buf), statements, app);
                 }
             }
-            match kind {
-                Frontend::Sync | Frontend::Query => open = false,
-                Frontend::Parse
-                | Frontend::Bind
-                | Frontend::Describe
-                | Frontend::Execute
-                | Frontend::Close => open = true,
-                _ => {}
-            }
+            open = batch_open_after(kind, open);
         }
         if let Some((_, writes)) = current {
             self.later_writes.push_back(writes);
@@ -203,18 +186,7 @@ impl Routing {
                 ..primary(false)
             };
         }
-        let router = &self.snapshot.router;
-        let classified = router.classify(sql);
-        let ctx = RequestCtx {
-            user: &self.user,
-            database: &self.database,
-            application_name: app,
-        };
-        let dynamic = self
-            .health()
-            .map(|h| h.write_functions())
-            .unwrap_or_default();
-        let decision = router.decide(&classified, &ctx, &dynamic);
+        let (classified, decision) = self.decide(sql, app);
         if let Some(message) = decision.block {
             return Judged {
                 local: Some(Local::Refuse(
@@ -266,8 +238,8 @@ impl Routing {
         }
     }
 
-    /// EXPLAIN ROUTE's rows for `sql`, as this session would route it now.
-    fn explain(&self, sql: &[u8], app: &str) -> Vec<Vec<String>> {
+    /// The router's classification of `sql` and its decision for this session.
+    fn decide(&self, sql: &[u8], app: &str) -> (Arc<Classified>, Decision<'_>) {
         let router = &self.snapshot.router;
         let classified = router.classify(sql);
         let ctx = RequestCtx {
@@ -280,6 +252,12 @@ impl Routing {
             .map(|h| h.write_functions())
             .unwrap_or_default();
         let decision = router.decide(&classified, &ctx, &dynamic);
+        (classified, decision)
+    }
+
+    /// EXPLAIN ROUTE's rows for `sql`, as this session would route it now.
+    fn explain(&self, sql: &[u8], app: &str) -> Vec<Vec<String>> {
+        let (classified, decision) = self.decide(sql, app);
         let mut rows: Vec<Vec<String>> = router::explain(&classified, &decision)
             .into_iter()
             .map(|(field, value)| vec![field.to_owned(), value])

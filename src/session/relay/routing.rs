@@ -272,17 +272,7 @@ impl Routing {
         cx: &Context<'_>,
         to_client: &mut BytesMut,
     ) -> Step {
-        let leader = match kind {
-            Frontend::Query | Frontend::FunctionCall => true,
-            Frontend::Parse
-            | Frontend::Bind
-            | Frontend::Describe
-            | Frontend::Execute
-            | Frontend::Close
-            | Frontend::Sync
-            | Frontend::Flush => !self.batch_open,
-            _ => false,
-        };
+        let leader = starts_batch(kind, self.batch_open);
         // A message stopped before comes back first: its judgement stands.
         let stashed = self
             .stashed
@@ -366,15 +356,7 @@ impl Routing {
                 step = Step::Refuse(code.clone(), message.clone());
             }
         }
-        match kind {
-            Frontend::Sync | Frontend::Query => self.batch_open = false,
-            Frontend::Parse
-            | Frontend::Bind
-            | Frontend::Describe
-            | Frontend::Execute
-            | Frontend::Close => self.batch_open = true,
-            _ => {}
-        }
+        self.batch_open = batch_open_after(kind, self.batch_open);
         step
     }
 
@@ -407,6 +389,35 @@ impl Routing {
             Answer::Explain(rows) => reply::text_rows(out, &["field", "value"], rows, "EXPLAIN"),
         }
         reply::ready_for_query(out, status);
+    }
+}
+
+/// Whether a message starts a batch (what runs as one implicit transaction on one
+/// server): a Query or fast-path call, or the first extended message after a Sync.
+pub(super) fn starts_batch(kind: Frontend, batch_open: bool) -> bool {
+    match kind {
+        Frontend::Query | Frontend::FunctionCall => true,
+        Frontend::Parse
+        | Frontend::Bind
+        | Frontend::Describe
+        | Frontend::Execute
+        | Frontend::Close
+        | Frontend::Sync
+        | Frontend::Flush => !batch_open,
+        _ => false,
+    }
+}
+
+/// Whether an extended batch is open after `kind` is sent.
+pub(super) fn batch_open_after(kind: Frontend, batch_open: bool) -> bool {
+    match kind {
+        Frontend::Sync | Frontend::Query => false,
+        Frontend::Parse
+        | Frontend::Bind
+        | Frontend::Describe
+        | Frontend::Execute
+        | Frontend::Close => true,
+        _ => batch_open,
     }
 }
 
