@@ -317,3 +317,61 @@ fn same_target(a: &ServerTarget, b: &ServerTarget) -> bool {
         && a.database == b.database
         && a.password.as_ref().map(|p| p.expose()) == b.password.as_ref().map(|p| p.expose())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(replicas: &str, pool_size: u32) -> Config {
+        let yaml = format!(
+            r#"
+listen: {{ address: "127.0.0.1:0" }}
+clusters:
+  main:
+    primary: {{ host: 127.0.0.1, port: 1 }}
+    replicas: [{replicas}]
+databases:
+  app: {{ cluster: main, pool_mode: transaction, pool_size: {pool_size} }}
+users:
+  app: {{ auth: trust }}
+"#
+        );
+        crate::rules::load_str(&yaml, Path::new("t.yaml"), &|_| None).expect("config")
+    }
+
+    /// A reload keeps the pools it does not change, connections and all.
+    #[tokio::test]
+    async fn a_reload_keeps_unchanged_pools() {
+        let one = Pools::build(&config("{ host: 127.0.0.1, port: 2 }", 5), None);
+        let two = Pools::build(
+            &config(
+                "{ host: 127.0.0.1, port: 2 }, { host: 127.0.0.1, port: 3 }",
+                5,
+            ),
+            Some(&one),
+        );
+        let (a, b) = (
+            one.get("app", "app").unwrap(),
+            two.get("app", "app").unwrap(),
+        );
+        assert!(
+            Arc::ptr_eq(&a.primary, &b.primary),
+            "adding a replica kept the primary's pool"
+        );
+        assert!(
+            Arc::ptr_eq(&a.replicas[0], &b.replicas[0]),
+            "and the other replica's"
+        );
+        assert_eq!(b.replicas.len(), 2);
+        let resized = Pools::build(&config("{ host: 127.0.0.1, port: 3 }", 6), Some(&two));
+        let c = resized.get("app", "app").unwrap();
+        assert!(
+            !Arc::ptr_eq(&b.primary, &c.primary),
+            "new settings, new pool"
+        );
+        assert_eq!(c.replicas.len(), 1);
+        assert_eq!(c.replicas[0].target.port, 3);
+    }
+}

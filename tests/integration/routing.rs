@@ -158,6 +158,37 @@ async fn reads_go_to_the_replica_and_writes_to_the_primary() {
     client.batch_execute("BEGIN").await.expect("begin");
     assert_eq!(served_by(&client, WHERE).await, primary);
     client.batch_execute("COMMIT").await.expect("commit");
+    // BEGIN then SET TRANSACTION READ ONLY: the transaction still goes to a replica.
+    client.batch_execute("BEGIN").await.expect("begin");
+    client
+        .batch_execute("SET TRANSACTION READ ONLY")
+        .await
+        .expect("set transaction");
+    assert_eq!(served_by(&client, WHERE).await, replica);
+    let denied = client
+        .batch_execute("INSERT INTO routing_basic VALUES (2)")
+        .await
+        .expect_err("a read-only transaction refuses writes");
+    assert_eq!(denied.code().map(|c| c.code()), Some("25006"), "{denied}");
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    // An empty transaction, and one that is rolled back, as on a direct connection.
+    client.batch_execute("BEGIN").await.expect("begin");
+    client.batch_execute("COMMIT").await.expect("empty commit");
+    client.batch_execute("BEGIN").await.expect("begin");
+    client
+        .batch_execute("INSERT INTO routing_basic VALUES (-7)")
+        .await
+        .expect("insert");
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    let kept: i64 = client
+        .query_one(
+            "/* pgstrata: route=primary */ SELECT count(*) FROM routing_basic WHERE id = -7",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(kept, 0, "a rolled-back insert stayed");
     // A prepared read is used on the replica again and again; a prepared write never.
     let read = client.prepare(WHERE).await.expect("prepare");
     let write = client

@@ -39,6 +39,24 @@ impl Relay {
             metrics::read_retried("replica_lost");
             server = self.checkout().await?;
         }
+        // The transaction the proxy opened for the client begins here.
+        let began = self
+            .routing
+            .as_mut()
+            .is_some_and(|r| std::mem::take(&mut r.deferred_begin));
+        if began {
+            match server.run_hidden("BEGIN").await {
+                Ok(None) => {}
+                Ok(Some(fields)) => {
+                    server.broken = true;
+                    return Err(SessionError::HiddenStatement(fields));
+                }
+                Err(e) => {
+                    server.broken = true;
+                    return Err(e.into());
+                }
+            }
+        }
         // Reported values that differ from what the client was told, it hears about.
         for (name, value) in &server.params {
             // A replica's own role is not the client's business: its session stays one
@@ -59,7 +77,10 @@ impl Relay {
             key: server.key,
         }));
         self.server = Some(server);
-        self.arm_replay();
+        // A transaction opened here cannot be sent again elsewhere as it stands.
+        if !began {
+            self.arm_replay();
+        }
         Ok(())
     }
 

@@ -84,6 +84,9 @@ pub(super) struct Routing {
     pub barrier: bool,
     /// The barrier was lifted while the held connection stays: send the message on.
     pub pass_barrier: bool,
+    /// The client's plain BEGIN was answered by the proxy: the transaction starts on the
+    /// server its next statement picks (BEGIN is sent there first).
+    pub deferred_begin: bool,
     /// The current transaction wrote on the primary.
     pub txn_wrote: bool,
     /// ... and created functions: once it ends, the write-function list is read again.
@@ -137,6 +140,7 @@ impl Routing {
             batch_open: false,
             barrier: false,
             pass_barrier: false,
+            deferred_begin: false,
             txn_wrote: false,
             functions_defined: false,
             unnamed_refusal: None,
@@ -246,6 +250,18 @@ impl Routing {
     }
 }
 
+/// What a statement does to the transaction, as far as deferring BEGIN goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Begin,
+    End {
+        commit: bool,
+    },
+    /// `SET TRANSACTION … READ ONLY`.
+    SetReadOnly,
+    Other,
+}
+
 /// What the relay knows about the conversation when a message arrives.
 pub(super) struct Context<'a> {
     pub held: bool,
@@ -272,6 +288,11 @@ impl Routing {
         cx: &Context<'_>,
         to_client: &mut BytesMut,
     ) -> Step {
+        if kind == Frontend::Query && !cx.held && cx.answered && !cx.unsynced {
+            if let Some(step) = self.defer_transaction(body, cx, to_client) {
+                return step;
+            }
+        }
         let leader = starts_batch(kind, self.batch_open);
         // A message stopped before comes back first: its judgement stands.
         let stashed = self
@@ -307,7 +328,11 @@ impl Routing {
                 if !cx.answered {
                     return self.stop_with(kind, body, judged, true);
                 }
-                self.answer(answer, cx.status, to_client);
+                let status = match self.deferred_begin {
+                    true => TxStatus::InTransaction,
+                    false => cx.status,
+                };
+                self.answer(answer, status, to_client);
                 return Step::Drop;
             }
             if let Answer::Route(route) = answer {
@@ -326,6 +351,12 @@ impl Routing {
             };
             let want = match judged.as_ref().map_or(unjudged, |j| j.want) {
                 _ if later_writes => Want::Primary,
+                // A transaction the proxy has opened for the client (see
+                // `defer_transaction`): a replica only if it is made read-only now.
+                want if self.deferred_begin => match self.control(kind, body) {
+                    Control::SetReadOnly if want != Want::Primary => want,
+                    _ => Want::Primary,
+                },
                 want => want,
             };
             self.want = Some(want);
@@ -373,6 +404,66 @@ impl Routing {
         self.stashed = Some((kind, prefix, judged));
         self.barrier |= barrier;
         Step::Stop
+    }
+
+    /// A plain `BEGIN` with no connection held is answered by the proxy, so that a
+    /// `SET TRANSACTION READ ONLY` after it can still send the transaction to a replica;
+    /// an empty transaction's COMMIT or ROLLBACK is answered too. (A transaction takes
+    /// its snapshot at its first statement, not at BEGIN: nothing else can tell.)
+    fn defer_transaction(
+        &mut self,
+        body: &[u8],
+        cx: &Context<'_>,
+        out: &mut BytesMut,
+    ) -> Option<Step> {
+        let control = self.control(Frontend::Query, body);
+        match (control, self.deferred_begin) {
+            (Control::Begin, false) if cx.status == TxStatus::Idle && self.health().is_some() => {
+                self.deferred_begin = true;
+                reply::command_complete(out, "BEGIN");
+                reply::ready_for_query(out, TxStatus::InTransaction);
+            }
+            (Control::End { commit }, true) => {
+                self.deferred_begin = false;
+                reply::command_complete(out, if commit { "COMMIT" } else { "ROLLBACK" });
+                reply::ready_for_query(out, TxStatus::Idle);
+            }
+            _ => return None,
+        }
+        Some(Step::Drop)
+    }
+
+    /// What a statement does to the transaction, by its normalized text.
+    fn control(&self, kind: Frontend, body: &[u8]) -> Control {
+        let sql = match kind {
+            Frontend::Query => crate::protocol::frame::cstr(body).map_or(body, |(sql, _)| sql),
+            Frontend::Parse => match crate::protocol::frame::cstr(body)
+                .and_then(|(_, rest)| crate::protocol::frame::cstr(rest))
+            {
+                Some((sql, _)) => sql,
+                None => return Control::Other,
+            },
+            _ => return Control::Other,
+        };
+        if sql.len() > 64 {
+            return Control::Other;
+        }
+        let classified = self.snapshot.router.classify(sql);
+        match &*classified.normalized {
+            "begin" | "begin work" | "begin transaction" | "start transaction" => Control::Begin,
+            "commit" | "commit work" | "commit transaction" | "end" | "end work"
+            | "end transaction" => Control::End { commit: true },
+            "rollback"
+            | "rollback work"
+            | "rollback transaction"
+            | "abort"
+            | "abort work"
+            | "abort transaction" => Control::End { commit: false },
+            text if text.starts_with("set transaction") && classified.begins == Some(true) => {
+                Control::SetReadOnly
+            }
+            _ => Control::Other,
+        }
     }
 
     /// The proxy's own answer to a route setting or EXPLAIN ROUTE, in order.
