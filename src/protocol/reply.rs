@@ -166,6 +166,13 @@ fn put(buf: &mut BytesMut, message: impl Message) {
 /// A result set of text columns the proxy answers itself (`SHOW pgstrata.route`,
 /// `EXPLAIN ROUTE`): RowDescription, one DataRow per row, CommandComplete with `tag`.
 pub fn text_rows(buf: &mut BytesMut, columns: &[&str], rows: &[Vec<String>], tag: &str) {
+    row_description(buf, columns);
+    data_rows(buf, rows);
+    command_complete(buf, tag);
+}
+
+/// RowDescription of text columns.
+pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
     use bytes::BufMut;
     let start = buf.len();
     buf.put_u8(b'T');
@@ -182,6 +189,11 @@ pub fn text_rows(buf: &mut BytesMut, columns: &[&str], rows: &[Vec<String>], tag
         buf.put_i16(0); // text format
     }
     patch_len(buf, start);
+}
+
+/// One DataRow per row, text values.
+pub fn data_rows(buf: &mut BytesMut, rows: &[Vec<String>]) {
+    use bytes::BufMut;
     for row in rows {
         let start = buf.len();
         buf.put_u8(b'D');
@@ -193,7 +205,17 @@ pub fn text_rows(buf: &mut BytesMut, columns: &[&str], rows: &[Vec<String>], tag
         }
         patch_len(buf, start);
     }
-    command_complete(buf, tag);
+}
+
+/// A message with no body: ParseComplete (`1`), BindComplete (`2`), CloseComplete
+/// (`3`), NoData (`n`).
+pub fn empty_message(buf: &mut BytesMut, tag: u8) {
+    buf.extend_from_slice(&[tag, 0, 0, 0, 4]);
+}
+
+/// ParameterDescription of a statement without parameters.
+pub fn no_parameters(buf: &mut BytesMut) {
+    buf.extend_from_slice(&[b't', 0, 0, 0, 6, 0, 0]);
 }
 
 /// CommandComplete with `tag` ("SET", "SHOW", ...).

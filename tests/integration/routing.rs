@@ -268,6 +268,39 @@ async fn session_route_setting_and_explain_are_answered_by_the_proxy() {
         fields.iter().any(|(f, v)| f == "target" && v == "primary"),
         "{fields:?}"
     );
+    // The extended protocol (a named prepared statement) is answered by the proxy too.
+    client
+        .execute("SET pgstrata.route = 'primary'", &[])
+        .await
+        .expect("extended set route");
+    assert_eq!(
+        served_by(&client, WHERE).await,
+        (false, i32::from(primary_port))
+    );
+    let shown: String = client
+        .query_one("SHOW pgstrata.route", &[])
+        .await
+        .expect("extended show")
+        .get(0);
+    assert_eq!(shown, "primary");
+    let on_server: Option<String> = client
+        .query_one("SELECT current_setting('pgstrata.route', true)", &[])
+        .await
+        .expect("server setting")
+        .get(0);
+    assert_eq!(on_server, None, "the route setting reached the server");
+    let statement = client
+        .prepare("RESET pgstrata.route")
+        .await
+        .expect("prepare reset");
+    client
+        .execute(&statement, &[])
+        .await
+        .expect("extended reset");
+    assert_eq!(
+        served_by(&client, WHERE).await,
+        (true, i32::from(replica_port))
+    );
     // The session still works after all of that.
     assert_eq!(served_by(&client, "SELECT false, 1").await, (false, 1));
     proxy.shutdown().await;

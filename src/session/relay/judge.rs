@@ -32,6 +32,7 @@ pub(super) enum Local {
 }
 
 /// What the proxy answers.
+#[derive(Clone)]
 pub(super) enum Answer {
     /// `SET/RESET pgstrata.route`.
     Route(Option<RouteTarget>),

@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use crate::backend::monitor::{ClusterHealth, Lsn};
 use crate::backend::PoolSet;
 use crate::metrics;
-use crate::protocol::frame::Flow;
+use crate::protocol::frame::{cstr, Flow};
 use crate::protocol::message::Frontend;
 use crate::protocol::{reply, SqlState, TxStatus};
 use crate::proxy::{Proxy, Snapshot};
@@ -84,6 +84,10 @@ pub(super) struct Routing {
     pub barrier: bool,
     /// The barrier was lifted while the held connection stays: send the message on.
     pub pass_barrier: bool,
+    /// An extended batch whose statement the proxy answers, until its Sync.
+    answering: Option<Answer>,
+    /// Statements the client prepared that the proxy answers (route settings, …).
+    answered_statements: std::collections::HashMap<Vec<u8>, Answer>,
     /// The client's plain BEGIN was answered by the proxy: the transaction starts on the
     /// server its next statement picks (BEGIN is sent there first).
     pub deferred_begin: bool,
@@ -140,6 +144,8 @@ impl Routing {
             batch_open: false,
             barrier: false,
             pass_barrier: false,
+            answering: None,
+            answered_statements: Default::default(),
             deferred_begin: false,
             txn_wrote: false,
             functions_defined: false,
@@ -293,6 +299,9 @@ impl Routing {
                 return step;
             }
         }
+        if let Some(step) = self.answer_batch(kind, body, cx, to_client) {
+            return step;
+        }
         let leader = starts_batch(kind, self.batch_open);
         // A message stopped before comes back first: its judgement stands.
         let stashed = self
@@ -335,10 +344,20 @@ impl Routing {
                 self.answer(answer, status, to_client);
                 return Step::Drop;
             }
-            if let Answer::Route(route) = answer {
-                // In the extended protocol the setting goes to the server too (a harmless
-                // custom setting there), which answers in the protocol's own terms.
-                self.session_route = *route;
+            if kind == Frontend::Parse && leader {
+                // The extended protocol: this batch is answered message by message, and a
+                // named statement again whenever it is bound.
+                if !cx.answered {
+                    return self.stop_with(kind, body, judged, true);
+                }
+                if let Some((name, _)) = cstr(body).filter(|(name, _)| !name.is_empty()) {
+                    self.answered_statements
+                        .insert(name.to_vec(), answer.clone());
+                }
+                reply::empty_message(to_client, b'1');
+                self.answering = Some(answer.clone());
+                self.batch_open = true;
+                return Step::Drop;
             }
         }
         if !cx.held {
@@ -429,6 +448,83 @@ impl Routing {
                 reply::ready_for_query(out, TxStatus::Idle);
             }
             _ => return None,
+        }
+        Some(Step::Drop)
+    }
+
+    /// The rest of an extended batch whose statement the proxy answers (a route setting,
+    /// SHOW, EXPLAIN ROUTE): each message gets the reply a server would give.
+    fn answer_batch(
+        &mut self,
+        kind: Frontend,
+        body: &[u8],
+        cx: &Context<'_>,
+        out: &mut BytesMut,
+    ) -> Option<Step> {
+        if self.answering.is_none() && !self.batch_open && cx.answered {
+            // A batch on a statement the proxy answers (prepared earlier, by name).
+            let name = match kind {
+                Frontend::Bind => crate::session::statements::bind_names(body).map(|(_, s)| s),
+                Frontend::Close => body.strip_prefix(b"S").and_then(cstr).map(|(n, _)| n),
+                _ => None,
+            };
+            let answer = name.and_then(|n| self.answered_statements.get(n)).cloned();
+            if kind == Frontend::Close && answer.is_some() {
+                if let Some(name) = name {
+                    self.answered_statements.remove(name);
+                }
+            }
+            self.answering = answer;
+            self.batch_open |= self.answering.is_some();
+        }
+        let answer = self.answering.clone()?;
+        let columns: &[&str] = match &answer {
+            Answer::Route(_) => &[],
+            Answer::ShowRoute => &["pgstrata.route"],
+            Answer::Explain(_) => &["field", "value"],
+        };
+        match kind {
+            Frontend::Bind => reply::empty_message(out, b'2'),
+            Frontend::Describe => {
+                if body.first() == Some(&b'S') {
+                    reply::no_parameters(out);
+                }
+                match columns.is_empty() {
+                    true => reply::empty_message(out, b'n'),
+                    false => reply::row_description(out, columns),
+                }
+            }
+            Frontend::Execute => match answer {
+                Answer::Route(route) => {
+                    self.session_route = route;
+                    reply::command_complete(out, "SET");
+                }
+                Answer::ShowRoute => {
+                    let value = self.session_route.map_or("default", RouteTarget::as_str);
+                    reply::data_rows(out, &[vec![value.to_owned()]]);
+                    reply::command_complete(out, "SHOW");
+                }
+                Answer::Explain(rows) => {
+                    reply::data_rows(out, &rows);
+                    reply::command_complete(out, "EXPLAIN");
+                }
+            },
+            Frontend::Close => reply::empty_message(out, b'3'),
+            Frontend::Flush => {}
+            Frontend::Sync => {
+                self.answering = None;
+                self.batch_open = false;
+                let status = match self.deferred_begin {
+                    true => TxStatus::InTransaction,
+                    false => cx.status,
+                };
+                reply::ready_for_query(out, status);
+            }
+            // Another statement in the same batch: the server answers from here on.
+            _ => {
+                self.answering = None;
+                return None;
+            }
         }
         Some(Step::Drop)
     }
