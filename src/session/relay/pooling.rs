@@ -45,17 +45,7 @@ impl Relay {
             .as_mut()
             .is_some_and(|r| std::mem::take(&mut r.deferred_begin));
         if began {
-            match server.run_hidden("BEGIN").await {
-                Ok(None) => {}
-                Ok(Some(fields)) => {
-                    server.broken = true;
-                    return Err(SessionError::HiddenStatement(fields));
-                }
-                Err(e) => {
-                    server.broken = true;
-                    return Err(e.into());
-                }
-            }
+            run_hidden(&mut server, "BEGIN").await?;
         }
         // Reported values that differ from what the client was told, it hears about.
         for (name, value) in &server.params {
@@ -92,20 +82,9 @@ impl Relay {
         else {
             return Ok(());
         };
-        match server.run_hidden(&sql).await {
-            Ok(None) => {
-                server.applied = Some(Arc::clone(&self.session.settings));
-                Ok(())
-            }
-            Ok(Some(fields)) => {
-                server.broken = true;
-                Err(SessionError::HiddenStatement(fields))
-            }
-            Err(e) => {
-                server.broken = true;
-                Err(e.into())
-            }
-        }
+        run_hidden(server, &sql).await?;
+        server.applied = Some(Arc::clone(&self.session.settings));
+        Ok(())
     }
 
     /// Transaction pooling: the transaction is over and nothing is in flight.
@@ -146,20 +125,9 @@ impl Relay {
             .cloned()
             .collect();
         if let Some(sql) = crate::session::params::set_config_sql(&reset) {
-            match server.run_hidden(&sql).await {
-                Ok(None) => {
-                    settings.extend(reset);
-                    settings.sort();
-                }
-                Ok(Some(fields)) => {
-                    server.broken = true;
-                    return Err(SessionError::HiddenStatement(fields));
-                }
-                Err(e) => {
-                    server.broken = true;
-                    return Err(e.into());
-                }
-            }
+            run_hidden(server, &sql).await?;
+            settings.extend(reset);
+            settings.sort();
         }
         let settings = Arc::new(settings);
         server.applied = Some(Arc::clone(&settings));
@@ -200,6 +168,21 @@ impl Relay {
         }
         if let Some(statements) = self.statements.as_mut() {
             statements.detached();
+        }
+    }
+}
+
+/// Runs a hidden statement on a held connection; a failure breaks the connection.
+async fn run_hidden(server: &mut ServerConnection, sql: &str) -> Result<(), SessionError> {
+    match server.run_hidden(sql).await {
+        Ok(None) => Ok(()),
+        Ok(Some(fields)) => {
+            server.broken = true;
+            Err(SessionError::HiddenStatement(fields))
+        }
+        Err(e) => {
+            server.broken = true;
+            Err(e.into())
         }
     }
 }
