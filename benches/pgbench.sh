@@ -28,6 +28,7 @@
 #   SCALE=10                pgbench -i scale
 #   WARMUP_SECONDS=2        one warm-up run per target before measuring (0: none)
 #   PGSTRATA_BIN            use this binary instead of `cargo build --release`
+#   PGSTRATA_THREADS        pgstrata --threads (default: one worker per core)
 #   PG_BIN                  PostgreSQL bin dir (default: newest /usr/lib/postgresql/*/bin)
 #   SERVER_AUTH=scram-sha-256  pg_hba method for TCP connections (scram-sha-256|md5|trust)
 #   RESULTS_CSV             also write one CSV row per run to this file
@@ -449,7 +450,7 @@ users:
 EOF
     "$PGSTRATA_BIN" check "$tmp/pgstrata.yaml" >&2 || die "pgstrata check rejected $tmp/pgstrata.yaml"
     RUST_LOG="${RUST_LOG:-warn}" "$PGSTRATA_BIN" --config "$tmp/pgstrata.yaml" \
-        >"$tmp/pgstrata.log" 2>&1 &
+        ${PGSTRATA_THREADS:+--threads "$PGSTRATA_THREADS"} >"$tmp/pgstrata.log" 2>&1 &
     pgstrata_pid=$!
     for _ in $(seq 1 300); do
         kill -0 "$pgstrata_pid" 2>/dev/null ||

@@ -10,20 +10,40 @@ use postgres_protocol::message::frontend;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::connection::ServerKey;
+use super::connection::{ServerConnection, ServerKey, ServerTarget};
 
 /// The server process a client's cancel request must reach.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CancelTarget {
-    pub host: String,
-    pub port: u16,
+    pub server: Arc<ServerTarget>,
     pub key: ServerKey,
 }
+
+impl CancelTarget {
+    /// The process behind `conn`.
+    pub fn of(conn: &ServerConnection) -> CancelTarget {
+        CancelTarget {
+            server: Arc::clone(&conn.target),
+            key: conn.key,
+        }
+    }
+}
+
+impl PartialEq for CancelTarget {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+            && self.server.host == other.server.host
+            && self.server.port == other.server.port
+    }
+}
+
+/// Where one client's key points: set by its session at each checkout, read by cancels.
+type Slot = Arc<Mutex<Option<CancelTarget>>>;
 
 #[derive(Debug)]
 struct Entry {
     secret: i32,
-    target: Option<CancelTarget>,
+    target: Slot,
 }
 
 /// All live client keys.
@@ -36,6 +56,8 @@ pub struct CancelRegistry {
 #[derive(Debug)]
 pub struct CancelKey {
     registry: Arc<CancelRegistry>,
+    /// Its own lock: a session moving between connections never waits on the registry's.
+    target: Slot,
     pub pid: i32,
     pub secret: i32,
 }
@@ -51,15 +73,17 @@ impl CancelRegistry {
                 continue;
             }
             let secret = rand::random::<i32>();
+            let target = Slot::default();
             entries.insert(
                 pid,
                 Entry {
                     secret,
-                    target: None,
+                    target: Arc::clone(&target),
                 },
             );
             return CancelKey {
                 registry: Arc::clone(self),
+                target,
                 pid,
                 secret,
             };
@@ -79,7 +103,7 @@ impl CancelRegistry {
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0;
         if same {
-            entry.target.clone()
+            lock(&entry.target).clone()
         } else {
             None
         }
@@ -97,9 +121,7 @@ impl CancelRegistry {
 impl CancelKey {
     /// Points the key at the server the client now uses (or at none).
     pub fn set_target(&self, target: Option<CancelTarget>) {
-        if let Some(entry) = lock(&self.registry.entries).get_mut(&self.pid) {
-            entry.target = target;
-        }
+        *lock(&self.target) = target;
     }
 }
 
@@ -115,7 +137,7 @@ const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Sends a CancelRequest to a server process over a new connection.
 pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
     let send = async {
-        let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let mut stream = TcpStream::connect((target.server.host.as_str(), target.server.port)).await?;
         let mut buf = BytesMut::new();
         frontend::cancel_request(target.key.pid, target.key.secret, &mut buf);
         stream.write_all(&buf).await?;
@@ -142,8 +164,13 @@ mod tests {
         let secret = key.secret.to_be_bytes();
         assert_eq!(registry.lookup(key.pid, &secret), None);
         let target = CancelTarget {
-            host: "127.0.0.1".into(),
-            port: 5432,
+            server: Arc::new(ServerTarget {
+                host: "127.0.0.1".into(),
+                port: 5432,
+                user: "u".into(),
+                password: None,
+                database: "d".into(),
+            }),
             key: ServerKey { pid: 9, secret: 10 },
         };
         key.set_target(Some(target.clone()));

@@ -1,7 +1,7 @@
 //! A raw protocol connection to a PostgreSQL server: startup, authentication
 //! (SCRAM-SHA-256, MD5, cleartext) and the state the proxy tracks about it.
 
-use std::collections::BTreeMap;
+use super::params::Params;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,7 +53,7 @@ pub struct ServerConnection {
     /// Bytes read from the server and not yet consumed.
     pub read_buf: BytesMut,
     /// Current values of the server's reported parameters (ParameterStatus).
-    pub params: BTreeMap<String, String>,
+    pub params: Params,
     pub key: ServerKey,
     pub target: Arc<ServerTarget>,
     /// Status from the last ReadyForQuery.
@@ -87,7 +87,7 @@ impl ServerConnection {
             reader,
             writer,
             read_buf: BytesMut::with_capacity(8192),
-            params: BTreeMap::new(),
+            params: Params::default(),
             key: ServerKey { pid: 0, secret: 0 },
             target,
             status: TxStatus::Idle,

@@ -4,6 +4,7 @@ pub mod cancel;
 pub mod connection;
 pub mod error;
 pub mod monitor;
+pub mod params;
 pub mod pool;
 
 pub use cancel::{CancelKey, CancelRegistry, CancelTarget};
@@ -12,4 +13,5 @@ pub use error::BackendError;
 pub use monitor::{
     ClusterHealth, Lsn, MonitorCredentials, MonitorHandle, MonitorOptions, ServerHealth,
 };
+pub use params::Params;
 pub use pool::{Pool, PoolError, PoolSet, PooledServer, Pools};

@@ -170,37 +170,51 @@ impl Pool {
             waited: started.elapsed(),
             size: self.settings.size,
         };
-        let slot = match tokio::time::timeout(
-            self.settings.checkout_timeout,
-            Arc::clone(&self.slots).acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(slot)) => slot,
-            Ok(Err(_)) | Err(_) => {
-                metrics::get().checkout_wait.record(started.elapsed());
-                return Err(timeout());
-            }
+        // A free slot is taken at once (tokio's semaphore hands released permits to
+        // waiters first, so this never jumps the queue); only waiting arms a timer.
+        let slot = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => match tokio::time::timeout(
+                self.settings.checkout_timeout,
+                Arc::clone(&self.slots).acquire_owned(),
+            )
+            .await
+            {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(_)) | Err(_) => {
+                    metrics::get().checkout_wait.record(started.elapsed());
+                    return Err(timeout());
+                }
+            },
         };
-        // Subscribed after the slot: only connect failures from now on count for us.
+        // Created after the slot: only connect failures from now on count for us (a
+        // `Notified` sees every `notify_waiters` after its creation, polled or not).
         let failed = self.failures.notify.notified();
-        tokio::pin!(failed);
-        failed.as_mut().enable();
-        let remaining = self
-            .settings
-            .checkout_timeout
-            .saturating_sub(started.elapsed());
-        let get = tokio::time::timeout(remaining, self.inner.get_owned());
-        let result = tokio::select! {
-            result = get => result.unwrap_or(Err(RunError::TimedOut)).map_err(|e| match e {
-                RunError::User(e) => PoolError::Backend(Arc::new(e)),
-                RunError::TimedOut => timeout(),
-            }),
-            _ = failed => {
-                let last = self.failures.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                Err(last.map_or_else(timeout, PoolError::Backend))
+        let mut get = std::pin::pin!(self.inner.get_owned());
+        // An idle connection is there at once: no timer, no waiting.
+        let result = match futures::FutureExt::now_or_never(get.as_mut()) {
+            Some(result) => result,
+            None => {
+                let remaining = self
+                    .settings
+                    .checkout_timeout
+                    .saturating_sub(started.elapsed());
+                tokio::select! {
+                    result = tokio::time::timeout(remaining, get) => {
+                        result.unwrap_or(Err(RunError::TimedOut))
+                    }
+                    _ = failed => {
+                        metrics::get().checkout_wait.record(started.elapsed());
+                        let last = self.failures.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        return Err(last.map_or_else(timeout, PoolError::Backend));
+                    }
+                }
             }
         };
+        let result = result.map_err(|e| match e {
+            RunError::User(e) => PoolError::Backend(Arc::new(e)),
+            RunError::TimedOut => timeout(),
+        });
         metrics::get().checkout_wait.record(started.elapsed());
         let mut conn = PooledServer {
             conn: result?,

@@ -2,6 +2,7 @@
 //! other literals costs one lexer pass and one lookup. Classification depends on nothing
 //! but the fingerprint (see `classify`), so any literals may share one entry.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -16,6 +17,23 @@ pub const DEFAULT_CAPACITY: u64 = 10_000;
 /// Longer statements are classified every time: rare, and not worth an entry's memory.
 pub const MAX_CACHED_LEN: usize = 64 * 1024;
 
+/// Entries each thread keeps in front of the shared cache (direct-mapped by hash).
+const NEAR_SLOTS: usize = 64;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A thread's copy of a shared entry: valid for the cache it came from in the epoch it
+/// was taken.
+struct Near {
+    cache: u64,
+    epoch: u64,
+    entry: Arc<Classified>,
+}
+
+thread_local! {
+    static NEAR: RefCell<Vec<Option<Near>>> = const { RefCell::new(Vec::new()) };
+}
+
 /// A bounded, shared parse cache; clones share entries and counts.
 #[derive(Clone)]
 pub struct ParseCache {
@@ -24,6 +42,11 @@ pub struct ParseCache {
 }
 
 struct Counts {
+    /// Tells this cache apart from every other one made in this process.
+    id: u64,
+    /// Bumped whenever an entry changes meaning (`remember_write`): what each thread keeps
+    /// in front of the cache is valid only for the epoch it was taken in.
+    epoch: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     unparsed: AtomicU64,
@@ -48,6 +71,8 @@ impl ParseCache {
         ParseCache {
             entries: Cache::new(capacity),
             counts: Arc::new(Counts {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                epoch: AtomicU64::new(0),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 unparsed: AtomicU64::new(0),
@@ -63,7 +88,7 @@ impl ParseCache {
     pub fn classify(&self, sql: &[u8]) -> Arc<Classified> {
         let fp = fingerprint(sql);
         let classified = match std::str::from_utf8(sql) {
-            Ok(text) if text.len() <= MAX_CACHED_LEN => match self.entries.get(&fp.hash) {
+            Ok(text) if text.len() <= MAX_CACHED_LEN => match self.lookup(fp.hash) {
                 Some(hit) => {
                     self.counts.hits.fetch_add(1, Ordering::Relaxed);
                     self.counts.hits_total.increment(1);
@@ -73,6 +98,7 @@ impl ParseCache {
                     self.miss();
                     let classified = Arc::new(classify_with(text, fp.normalized.into(), fp.hash));
                     self.entries.insert(fp.hash, Arc::clone(&classified));
+                    self.keep_near(&classified);
                     classified
                 }
             },
@@ -104,6 +130,43 @@ impl ParseCache {
             ..(*classified).clone()
         };
         self.entries.insert(classified.hash, Arc::new(write));
+        self.counts.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The entry for `hash`: from this thread's copies when one is current, else from the
+    /// shared cache (and then copied). The shared cache's bookkeeping on every read costs
+    /// more than classifying a hit otherwise does.
+    fn lookup(&self, hash: u128) -> Option<Arc<Classified>> {
+        let epoch = self.counts.epoch.load(Ordering::Acquire);
+        let id = self.counts.id;
+        let slot = (hash as usize) % NEAR_SLOTS;
+        let near = NEAR.with_borrow(|near| {
+            near.get(slot).and_then(Option::as_ref).and_then(|n| {
+                (n.cache == id && n.epoch == epoch && n.entry.hash == hash)
+                    .then(|| Arc::clone(&n.entry))
+            })
+        });
+        if near.is_some() {
+            return near;
+        }
+        let hit = self.entries.get(&hash)?;
+        self.keep_near(&hit);
+        Some(hit)
+    }
+
+    fn keep_near(&self, entry: &Arc<Classified>) {
+        let near = Near {
+            cache: self.counts.id,
+            epoch: self.counts.epoch.load(Ordering::Acquire),
+            entry: Arc::clone(entry),
+        };
+        let slot = (entry.hash as usize) % NEAR_SLOTS;
+        NEAR.with_borrow_mut(|slots| {
+            if slots.is_empty() {
+                slots.resize_with(NEAR_SLOTS, || None);
+            }
+            slots[slot] = Some(near);
+        });
     }
 
     fn miss(&self) {
@@ -152,6 +215,19 @@ mod tests {
         cache.remember_write(b"SELECT my_writer(2)");
         assert_eq!(cache.classify(b"SELECT my_writer(3)").access, Access::Write);
         assert_eq!(cache.classify(b"SELECT other(3)").access, Access::Read);
+    }
+
+    #[test]
+    fn caches_keep_their_own_entries_on_one_thread() {
+        let a = ParseCache::new(100);
+        let b = ParseCache::new(100);
+        assert_eq!(a.classify(b"SELECT my_writer(1)").access, Access::Read);
+        assert_eq!(b.classify(b"SELECT my_writer(1)").access, Access::Read);
+        a.remember_write(b"SELECT my_writer(2)");
+        // Both went through this thread's copies; only `a` learned the write.
+        assert_eq!(a.classify(b"SELECT my_writer(3)").access, Access::Write);
+        assert_eq!(b.classify(b"SELECT my_writer(3)").access, Access::Read);
+        assert_eq!((b.stats().hits, b.stats().misses), (1, 1));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Statements the proxy runs on a server connection for a client before the client's own:
 //! bringing a connection that carries another client's settings to this client's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::params::{literal, set_config_sql};
 
@@ -29,6 +30,29 @@ pub fn session_settings_sql(custom: &BTreeSet<String>) -> String {
     }
     sql.push_str(" ORDER BY 1");
     sql
+}
+
+/// A session's settings: (name, value) pairs.
+pub type Settings = Vec<(String, String)>;
+
+/// The one shared copy of `settings` among all sessions: sessions with equal settings
+/// then hold the same allocation, and a checkout tells a connection already carries a
+/// client's settings by address, without comparing them.
+pub fn shared_settings(settings: Settings) -> Arc<Settings> {
+    static SHARED: OnceLock<Mutex<HashMap<Settings, Weak<Settings>>>> = OnceLock::new();
+    let mut shared = SHARED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(live) = shared.get(&settings).and_then(Weak::upgrade) {
+        return live;
+    }
+    if shared.len() >= 1024 {
+        shared.retain(|_, copy| copy.strong_count() > 0);
+    }
+    let copy = Arc::new(settings.clone());
+    shared.insert(settings, Arc::downgrade(&copy));
+    copy
 }
 
 /// Session state that keeps a session pinned, counted by kind.
@@ -74,6 +98,16 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn equal_settings_share_one_copy_while_in_use() {
+        let a = shared_settings(settings(&[("application_name", "shared-test")]));
+        let b = shared_settings(settings(&[("application_name", "shared-test")]));
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = shared_settings(settings(&[("application_name", "other-test")]));
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(*c, settings(&[("application_name", "other-test")]));
     }
 
     #[test]

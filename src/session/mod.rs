@@ -66,6 +66,7 @@ pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
             settings: attached.settings,
             cancel_key: attached.cancel_key,
             shutdown: proxy.shutdown.clone(),
+            params_seen: Some(client_params.digest()),
             client_params,
         },
     );
@@ -136,14 +137,10 @@ async fn prepare(
     let database_permit = proxy.database_permit(&database)?;
 
     let cancel_key = proxy.cancels.register();
-    let settings = Arc::new(settings);
+    let settings = crate::session::hidden::shared_settings(settings);
     let mut server = attach(pool.checkout().await?, &settings).await?;
     server.applied = Some(Arc::clone(&settings));
-    cancel_key.set_target(Some(CancelTarget {
-        host: server.target.host.clone(),
-        port: server.target.port,
-        key: server.key,
-    }));
+    cancel_key.set_target(Some(CancelTarget::of(&server)));
     welcome(&mut out, &server, &cancel_key);
     io::send(stream, &out).await?;
     tracing::debug!(pool = %pool.name, "session attached");

@@ -47,21 +47,13 @@ impl Relay {
         // must know its settings); session pooling reads none.
         let watching = self.statements.is_some();
         // The lexer reads strings as standard_conforming_strings = on does.
-        let backslash_strings = self
-            .session
-            .client_params
-            .get("standard_conforming_strings")
-            .is_some_and(|v| v == "off");
+        let backslash_strings = self.session.client_params.backslash_strings();
         let held = self.server.is_some();
         if let (false, Some(routing)) = (held, self.routing.as_mut()) {
             // A transaction is about to start: it is judged by the rules in force now.
             routing.refresh(&self.session.proxy)?;
         }
-        let application_name = self
-            .session
-            .client_params
-            .get("application_name")
-            .map_or("", String::as_str);
+        let application_name = self.session.client_params.application_name();
         let before = self.replay.is_some().then(|| self.from_client.clone());
         if let Some(routing) = self.routing.as_mut() {
             routing.scan_later_writes(
@@ -217,6 +209,7 @@ impl Relay {
         let (mut answered, mut disarm) = (0, false);
         let mut retry = None;
         let client_params = &mut self.session.client_params;
+        let params_seen = &mut self.session.params_seen;
         self.server_stream
             .pump(
                 read_buf,
@@ -253,6 +246,7 @@ impl Relay {
                         Backend::ParameterStatus if complete => {
                             if let Some((name, value)) = message::parameter_status(body) {
                                 client_params.insert(name.clone(), value.clone());
+                                *params_seen = None;
                                 params.insert(name, value);
                             }
                         }

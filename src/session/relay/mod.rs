@@ -11,7 +11,7 @@ mod retry;
 mod routing;
 mod targets;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use super::error::SessionError;
 use super::state::RelayState;
 use super::statements::Statements;
-use crate::backend::{CancelKey, PoolSet, PooledServer, ServerConnection};
+use crate::backend::{CancelKey, Params, PoolSet, PooledServer, ServerConnection};
 use crate::metrics;
 use crate::protocol::frame::Streamer;
 use crate::proxy::{Proxy, Snapshot};
@@ -74,7 +74,10 @@ pub struct Session {
     pub cancel_key: CancelKey,
     pub shutdown: watch::Receiver<bool>,
     /// The ParameterStatus values the client was given at startup.
-    pub client_params: BTreeMap<String, String>,
+    pub client_params: Params,
+    /// The digest of the server parameters last compared with `client_params`; None once
+    /// the client has been told a value since.
+    pub params_seen: Option<u64>,
 }
 
 pub struct Relay {

@@ -47,7 +47,23 @@ impl Relay {
         if began {
             run_hidden(&mut server, "BEGIN").await?;
         }
-        // Reported values that differ from what the client was told, it hears about.
+        // Reported values that differ from what the client was told, it hears about
+        // (compared only when this connection reports another set than the last one).
+        if Some(server.params.digest()) != self.session.params_seen {
+            self.tell_params(&server);
+        }
+        self.session.cancel_key.set_target(Some(CancelTarget::of(&server)));
+        self.server = Some(server);
+        // A transaction opened here cannot be sent again elsewhere as it stands.
+        if !began {
+            self.arm_replay();
+        }
+        Ok(())
+    }
+
+    /// Tells the client each parameter `server` reports with another value than the client
+    /// was told.
+    fn tell_params(&mut self, server: &ServerConnection) {
         for (name, value) in &server.params {
             // A replica's own role is not the client's business: its session stays one
             // with the primary, as a direct connection would be.
@@ -61,28 +77,20 @@ impl Relay {
                     .insert(name.clone(), value.clone());
             }
         }
-        self.session.cancel_key.set_target(Some(CancelTarget {
-            host: server.target.host.clone(),
-            port: server.target.port,
-            key: server.key,
-        }));
-        self.server = Some(server);
-        // A transaction opened here cannot be sent again elsewhere as it stands.
-        if !began {
-            self.arm_replay();
-        }
-        Ok(())
+        self.session.params_seen = Some(server.params.digest());
     }
 
     /// Gives `server` this client's settings if it carries others. Run before the client's
     /// bytes and waited for: the client's statements must not run under another's settings.
     async fn reconcile(&mut self, server: &mut PooledServer) -> Result<(), SessionError> {
-        let Some(sql) =
-            hidden::reconcile_settings(server.applied.as_deref(), &self.session.settings)
-        else {
+        let wanted = &self.session.settings;
+        if server.applied.as_ref().is_some_and(|a| Arc::ptr_eq(a, wanted)) {
             return Ok(());
-        };
-        run_hidden(server, &sql).await?;
+        }
+        if let Some(sql) = hidden::reconcile_settings(server.applied.as_deref(), wanted) {
+            run_hidden(server, &sql).await?;
+        }
+        // Equal settings in another copy: from now on known by address.
         server.applied = Some(Arc::clone(&self.session.settings));
         Ok(())
     }
@@ -129,7 +137,7 @@ impl Relay {
             settings.extend(reset);
             settings.sort();
         }
-        let settings = Arc::new(settings);
+        let settings = hidden::shared_settings(settings);
         server.applied = Some(Arc::clone(&settings));
         self.session.settings = settings;
         self.settings_changed = false;

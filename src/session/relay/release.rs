@@ -60,11 +60,7 @@ pub async fn release(mut server: PooledServer, state: &RelayState, mid_message: 
             .unwrap_or(false);
     if !clean {
         // A statement may still be running for nobody: stop it before closing.
-        let target = CancelTarget {
-            host: server.target.host.clone(),
-            port: server.target.port,
-            key: server.key,
-        };
+        let target = CancelTarget::of(&server);
         let _ = send_cancel(&target).await;
         server.broken = true;
         metrics::get().server_connections_dropped.increment(1);
