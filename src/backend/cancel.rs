@@ -137,7 +137,8 @@ const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Sends a CancelRequest to a server process over a new connection.
 pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
     let send = async {
-        let mut stream = TcpStream::connect((target.server.host.as_str(), target.server.port)).await?;
+        let mut stream =
+            TcpStream::connect((target.server.host.as_str(), target.server.port)).await?;
         let mut buf = BytesMut::new();
         frontend::cancel_request(target.key.pid, target.key.secret, &mut buf);
         stream.write_all(&buf).await?;

@@ -303,11 +303,17 @@ mod tests {
     fn statements_without_trigger_words_skip_the_analysis() {
         // (SQL, passes the filter): either way, no effects.
         let cases: &[(&str, bool)] = &[
-            ("SELECT abalance FROM pgbench_accounts WHERE aid = 42;", false),
+            (
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
+                false,
+            ),
             ("INSERT INTO t VALUES (1, 'x')", false),
             ("SELECT 1 AS done, docs FROM dogs", false),
             ("SELECT download FROM t", true),
-            ("UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = 3", true),
+            (
+                "UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = 3",
+                true,
+            ),
             ("SELECT * FROM t OFFSET 10", true),
         ];
         for (sql, passes) in cases {
@@ -320,19 +326,39 @@ mod tests {
     #[test]
     fn the_filter_never_hides_an_effect() {
         let corpus = [
-            "SET search_path = a, b", "set statement_timeout to 5000", "SET ROLE bob",
-            "RESET ALL", "SELECT 1; RESET work_mem", "SELECT set_config('app.x', '1', false)",
-            "SELECT pg_catalog.set_config('app.x', '1', true)", "DROP TABLE scratch",
-            "UNLISTEN *", "SELECT pg_advisory_unlock(1)", "SELECT pg_advisory_unlock_all()",
-            "CLOSE c", "DISCARD ALL", "DEALLOCATE ALL", "DEALLOCATE PREPARE ALL",
-            "SET SESSION AUTHORIZATION bob", "RESET SESSION AUTHORIZATION",
-            "SELECT set_config($1, $2, false)", "SELECT set_config(E'app.x', '1', false)",
-            "LISTEN chan", "PREPARE p AS SELECT 1", "LOAD 'auto_explain'",
-            "DO $$ BEGIN END $$", "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
-            "CREATE TEMP TABLE t (x int)", "CREATE TEMPORARY TABLE t (x int)",
-            "SELECT * INTO TEMP t FROM u", "CREATE TABLE pg_temp.t (x int)",
-            "SELECT pg_advisory_lock(1)", "SELECT pg_try_advisory_lock_shared(7)",
-            "SELECT 1set_config('a.b', 'c', false)", "Set/**/x=1", "\"SET\" x",
+            "SET search_path = a, b",
+            "set statement_timeout to 5000",
+            "SET ROLE bob",
+            "RESET ALL",
+            "SELECT 1; RESET work_mem",
+            "SELECT set_config('app.x', '1', false)",
+            "SELECT pg_catalog.set_config('app.x', '1', true)",
+            "DROP TABLE scratch",
+            "UNLISTEN *",
+            "SELECT pg_advisory_unlock(1)",
+            "SELECT pg_advisory_unlock_all()",
+            "CLOSE c",
+            "DISCARD ALL",
+            "DEALLOCATE ALL",
+            "DEALLOCATE PREPARE ALL",
+            "SET SESSION AUTHORIZATION bob",
+            "RESET SESSION AUTHORIZATION",
+            "SELECT set_config($1, $2, false)",
+            "SELECT set_config(E'app.x', '1', false)",
+            "LISTEN chan",
+            "PREPARE p AS SELECT 1",
+            "LOAD 'auto_explain'",
+            "DO $$ BEGIN END $$",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "CREATE TEMP TABLE t (x int)",
+            "CREATE TEMPORARY TABLE t (x int)",
+            "SELECT * INTO TEMP t FROM u",
+            "CREATE TABLE pg_temp.t (x int)",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT pg_try_advisory_lock_shared(7)",
+            "SELECT 1set_config('a.b', 'c', false)",
+            "Set/**/x=1",
+            "\"SET\" x",
         ];
         for sql in corpus {
             assert!(may_have_effects(sql.as_bytes()), "{sql}");

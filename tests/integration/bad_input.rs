@@ -35,6 +35,13 @@ fn error_code(reply: &[u8]) -> Option<String> {
     Some(text[at + 2..at + 7].to_owned())
 }
 
+in_both_pool_modes!(
+    malformed_startup_packets_get_an_error_or_a_close,
+    garbage_after_login_ends_only_that_session,
+    a_thousand_connections_opened_and_dropped,
+    clients_killed_mid_transaction_leave_no_server_state_behind,
+);
+
 async fn assert_proxy_still_serves(proxy: &crate::support::TestProxy) {
     let client = connect(&proxy.app_conn_string()).await;
     let row = client
@@ -44,9 +51,8 @@ async fn assert_proxy_still_serves(proxy: &crate::support::TestProxy) {
     assert_eq!(row.get::<_, i32>(0), 2);
 }
 
-#[tokio::test]
-async fn malformed_startup_packets_get_an_error_or_a_close() {
-    let proxy = ProxyBuilder::default().start().await;
+async fn malformed_startup_packets_get_an_error_or_a_close(mode: &'static str) {
+    let proxy = ProxyBuilder::default().pool_mode(mode).start().await;
     // Random bytes: the first four make an absurd length.
     let random: Vec<u8> = (0..1000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -84,9 +90,12 @@ async fn malformed_startup_packets_get_an_error_or_a_close() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn garbage_after_login_ends_only_that_session() {
-    let proxy = ProxyBuilder::default().pool_size(2).start().await;
+async fn garbage_after_login_ends_only_that_session(mode: &'static str) {
+    let proxy = ProxyBuilder::default()
+        .pool_mode(mode)
+        .pool_size(2)
+        .start()
+        .await;
     // Log in with trust over a raw socket, then send a message with a bad length.
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     stream
@@ -124,9 +133,12 @@ async fn garbage_after_login_ends_only_that_session() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_thousand_connections_opened_and_dropped() {
-    let proxy = ProxyBuilder::default().pool_size(5).start().await;
+async fn a_thousand_connections_opened_and_dropped(mode: &'static str) {
+    let proxy = ProxyBuilder::default()
+        .pool_mode(mode)
+        .pool_size(5)
+        .start()
+        .await;
     let mut tasks = Vec::new();
     for i in 0..1000u32 {
         let addr = proxy.addr;
@@ -156,28 +168,35 @@ async fn a_thousand_connections_opened_and_dropped() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn clients_killed_mid_transaction_leave_no_server_state_behind() {
-    let proxy = ProxyBuilder::default().pool_size(4).start().await;
+async fn clients_killed_mid_transaction_leave_no_server_state_behind(mode: &'static str) {
+    let proxy = ProxyBuilder::default()
+        .pool_mode(mode)
+        .pool_size(4)
+        .start()
+        .await;
+    // Each mode's run has its own table and name: the two run at the same time.
+    let (table, app) = (format!("lock_probe_{mode}"), format!("kill_probe_{mode}"));
     let admin = connect(&primary().superuser_conn_string(crate::support::DATABASE)).await;
     admin
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS lock_probe (id int PRIMARY KEY); \
-             INSERT INTO lock_probe VALUES (1) ON CONFLICT DO NOTHING; \
-             GRANT ALL ON lock_probe TO app",
-        )
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (id int PRIMARY KEY); \
+             INSERT INTO {table} VALUES (1) ON CONFLICT DO NOTHING; \
+             GRANT ALL ON {table} TO app"
+        ))
         .await
         .expect("setup");
     for _ in 0..3 {
         let (client, connection) = tokio_postgres::connect(
-            &format!("{} application_name=kill_probe", proxy.app_conn_string()),
+            &format!("{} application_name={app}", proxy.app_conn_string()),
             tokio_postgres::NoTls,
         )
         .await
         .expect("connect");
         let driver = tokio::spawn(connection);
         client
-            .batch_execute("BEGIN; SELECT * FROM lock_probe WHERE id = 1 FOR UPDATE")
+            .batch_execute(&format!(
+                "BEGIN; SELECT * FROM {table} WHERE id = 1 FOR UPDATE"
+            ))
             .await
             .expect("lock");
         // Kill the client without a Terminate: the connection task and socket just vanish.
@@ -187,8 +206,8 @@ async fn clients_killed_mid_transaction_leave_no_server_state_behind() {
     let released = eventually(Duration::from_secs(1), || async {
         admin
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kill_probe' AND state LIKE 'idle in transaction%'",
-                &[],
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
+                &[&app],
             )
             .await
             .map(|r| r.get::<_, i64>(0) == 0)
@@ -199,7 +218,9 @@ async fn clients_killed_mid_transaction_leave_no_server_state_behind() {
     // The row lock is free: NOWAIT would fail otherwise.
     let other = connect(&proxy.app_conn_string()).await;
     other
-        .batch_execute("BEGIN; SELECT * FROM lock_probe WHERE id = 1 FOR UPDATE NOWAIT; ROLLBACK")
+        .batch_execute(&format!(
+            "BEGIN; SELECT * FROM {table} WHERE id = 1 FOR UPDATE NOWAIT; ROLLBACK"
+        ))
         .await
         .expect("lock must be free");
     proxy.shutdown().await;

@@ -7,6 +7,8 @@ use tokio_postgres::AsyncMessage;
 
 use crate::support::{connect, direct_conn_string, ProxyBuilder};
 
+in_both_pool_modes!(notices_reach_the_client,);
+
 /// Values of many types, fetched with the extended protocol in binary format.
 type Row = (
     Decimal,
@@ -157,9 +159,8 @@ async fn error_inside_transaction_then_rollback_in(mode: &'static str) {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn notices_reach_the_client() {
-    let proxy = ProxyBuilder::default().start().await;
+async fn notices_reach_the_client(mode: &'static str) {
+    let proxy = ProxyBuilder::default().pool_mode(mode).start().await;
     let (client, mut messages) =
         crate::support::connect_with_messages(&proxy.app_conn_string()).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -2,22 +2,37 @@
 
 use std::time::Duration;
 
-use crate::support::{connect, eventually, primary, ProxyBuilder, REUSE_PROBE};
+use crate::support::{connect, eventually, primary, ProxyBuilder, REUSE_PROBE, REUSE_PROBE_TXN};
+
+in_both_pool_modes!(
+    terminated_server_connections_are_not_reused,
+    shutdown_lets_open_transactions_finish_and_closes_idle_sessions,
+);
 
 /// Pool connections killed on the server while idle are never handed to a client.
-#[tokio::test]
-async fn terminated_server_connections_are_not_reused() {
-    let proxy = ProxyBuilder::default().pool_size(3).start().await;
-    // This role is used by this test alone.
-    let (user, password, _) = REUSE_PROBE;
+async fn terminated_server_connections_are_not_reused(mode: &'static str) {
+    let proxy = ProxyBuilder::default()
+        .pool_mode(mode)
+        .pool_size(3)
+        .start()
+        .await;
+    // This role is used by this test alone (one per mode).
+    let (user, password, _) = match mode {
+        "session" => REUSE_PROBE,
+        _ => REUSE_PROBE_TXN,
+    };
     let conn = proxy.conn_string(user, password);
     let clients = [
         connect(&conn).await,
         connect(&conn).await,
         connect(&conn).await,
     ];
+    // Three transactions open at once: three server connections in either mode.
     for c in &clients {
-        c.simple_query("SELECT 1").await.expect("warm up");
+        c.batch_execute("BEGIN; SELECT 1").await.expect("warm up");
+    }
+    for c in &clients {
+        c.batch_execute("COMMIT").await.expect("warm up");
     }
     drop(clients);
     let admin = primary().superuser_client().await.expect("admin");
@@ -53,9 +68,8 @@ async fn terminated_server_connections_are_not_reused() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn shutdown_lets_open_transactions_finish_and_closes_idle_sessions() {
-    let proxy = ProxyBuilder::default().start().await;
+async fn shutdown_lets_open_transactions_finish_and_closes_idle_sessions(mode: &'static str) {
+    let proxy = ProxyBuilder::default().pool_mode(mode).start().await;
     let addr = proxy.addr;
     let conn = proxy.app_conn_string();
     let busy = connect(&conn).await;

@@ -7,16 +7,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{
     bin, connect, server_sessions, ProxyBuilder, APP_PASSWORD, APP_USER, DATABASE, LONELY_MD5,
-    LONELY_SCRAM, MD5_PASSWORD, MD5_USER, TRUST_USER,
+    LONELY_MD5_TXN, LONELY_SCRAM, LONELY_SCRAM_TXN, MD5_PASSWORD, MD5_USER, TRUST_USER,
 };
+
+in_both_pool_modes!(
+    scram_md5_and_trust_logins_work,
+    wrong_password_gets_28p01_and_uses_no_server_connection,
+    unknown_database_is_3d000,
+    tls_required_works_with_sslmode_require_and_rejects_plaintext,
+    tls_bulk_transfer_through_psql,
+    bytes_after_ssl_request_are_rejected,
+);
 
 fn sqlstate(err: &tokio_postgres::Error) -> Option<&str> {
     err.code().map(|c| c.code())
 }
 
-#[tokio::test]
-async fn scram_md5_and_trust_logins_work() {
-    let proxy = ProxyBuilder::default().start().await;
+async fn scram_md5_and_trust_logins_work(mode: &'static str) {
+    let proxy = ProxyBuilder::default().pool_mode(mode).start().await;
     for (user, password) in [
         (APP_USER, APP_PASSWORD),
         (MD5_USER, MD5_PASSWORD),
@@ -33,11 +41,12 @@ async fn scram_md5_and_trust_logins_work() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn wrong_password_gets_28p01_and_uses_no_server_connection() {
-    let proxy = ProxyBuilder::default().start().await;
-    let (md5_user, md5_password, _) = LONELY_MD5;
-    let (scram_user, scram_password, _) = LONELY_SCRAM;
+async fn wrong_password_gets_28p01_and_uses_no_server_connection(mode: &'static str) {
+    let proxy = ProxyBuilder::default().pool_mode(mode).start().await;
+    let ((md5_user, md5_password, _), (scram_user, scram_password, _)) = match mode {
+        "session" => (LONELY_MD5, LONELY_SCRAM),
+        _ => (LONELY_MD5_TXN, LONELY_SCRAM_TXN),
+    };
     for (user, password) in [
         (md5_user, "wrong"),
         (scram_user, "wrong"),
@@ -71,9 +80,8 @@ async fn wrong_password_gets_28p01_and_uses_no_server_connection() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn unknown_database_is_3d000() {
-    let proxy = ProxyBuilder::default().start().await;
+async fn unknown_database_is_3d000(mode: &'static str) {
+    let proxy = ProxyBuilder::default().pool_mode(mode).start().await;
     let conn = format!(
         "host=127.0.0.1 port={} user={APP_USER} password={APP_PASSWORD} dbname=nope",
         proxy.port()
@@ -127,10 +135,10 @@ fn psql_with(port: u16, sslmode: &str, sql: &str) -> std::process::Output {
         .expect("run psql")
 }
 
-#[tokio::test]
-async fn tls_required_works_with_sslmode_require_and_rejects_plaintext() {
+async fn tls_required_works_with_sslmode_require_and_rejects_plaintext(mode: &'static str) {
     let (_dir, cert, key) = dev_certs();
     let proxy = ProxyBuilder::default()
+        .pool_mode(mode)
         .tls("require", &cert, &key)
         .start()
         .await;
@@ -162,10 +170,10 @@ async fn tls_required_works_with_sslmode_require_and_rejects_plaintext() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn tls_bulk_transfer_through_psql() {
+async fn tls_bulk_transfer_through_psql(mode: &'static str) {
     let (_dir, cert, key) = dev_certs();
     let proxy = ProxyBuilder::default()
+        .pool_mode(mode)
         .tls("allow", &cert, &key)
         .start()
         .await;
@@ -188,10 +196,10 @@ async fn tls_bulk_transfer_through_psql() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn bytes_after_ssl_request_are_rejected() {
+async fn bytes_after_ssl_request_are_rejected(mode: &'static str) {
     let (_dir, cert, key) = dev_certs();
     let proxy = ProxyBuilder::default()
+        .pool_mode(mode)
         .tls("allow", &cert, &key)
         .start()
         .await;

@@ -22,14 +22,23 @@ pub const TRUST_USER: &str = "trusty";
 pub const LONELY_MD5: (&str, &str, bool) = ("lonely_md5", "lonely-md5-secret", true);
 pub const LONELY_SCRAM: (&str, &str, bool) = ("lonely_scram", "lonely-scram-secret", false);
 pub const REUSE_PROBE: (&str, &str, bool) = ("reuse_probe", "reuse-probe-secret", false);
+/// The same roles for the same tests' transaction-pooling runs.
+pub const LONELY_MD5_TXN: (&str, &str, bool) = ("lonely_md5_txn", "lonely-md5-txn-secret", true);
+pub const LONELY_SCRAM_TXN: (&str, &str, bool) =
+    ("lonely_scram_txn", "lonely-scram-txn-secret", false);
+pub const REUSE_PROBE_TXN: (&str, &str, bool) =
+    ("reuse_probe_txn", "reuse-probe-txn-secret", false);
 pub const TXN_PROBE: (&str, &str, bool) = ("txn_probe", "txn-probe-secret", false);
 pub const PREPARED_PROBE: (&str, &str, bool) = ("prepared_probe", "prepared-probe-secret", false);
 /// Shared by transaction-pooling tests that count nothing.
 pub const TXN_SHARED: (&str, &str, bool) = ("txn_shared", "txn-shared-secret", false);
-const DEDICATED: [(&str, &str, bool); 6] = [
+const DEDICATED: [(&str, &str, bool); 9] = [
     LONELY_MD5,
     LONELY_SCRAM,
     REUSE_PROBE,
+    LONELY_MD5_TXN,
+    LONELY_SCRAM_TXN,
+    REUSE_PROBE_TXN,
     TXN_PROBE,
     PREPARED_PROBE,
     TXN_SHARED,

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::{connect, pgbench, primary, ProxyBuilder, APP_PASSWORD, APP_USER, DATABASE};
 
+in_both_pool_modes!(cancel_with_a_wrong_key_does_nothing,);
+
 fn processed(report: &str) -> u64 {
     report
         .lines()
@@ -101,9 +103,8 @@ async fn cancel_reaches_the_running_query_in(mode: &'static str) {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn cancel_with_a_wrong_key_does_nothing() {
-    let proxy = ProxyBuilder::default().start().await;
+async fn cancel_with_a_wrong_key_does_nothing(mode: &'static str) {
+    let proxy = ProxyBuilder::default().pool_mode(mode).start().await;
     let client = connect(&proxy.app_conn_string()).await;
     let query = tokio::spawn(async move {
         client

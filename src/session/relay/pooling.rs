@@ -52,7 +52,9 @@ impl Relay {
         if Some(server.params.digest()) != self.session.params_seen {
             self.tell_params(&server);
         }
-        self.session.cancel_key.set_target(Some(CancelTarget::of(&server)));
+        self.session
+            .cancel_key
+            .set_target(Some(CancelTarget::of(&server)));
         self.server = Some(server);
         // A transaction opened here cannot be sent again elsewhere as it stands.
         if !began {
@@ -84,7 +86,11 @@ impl Relay {
     /// bytes and waited for: the client's statements must not run under another's settings.
     async fn reconcile(&mut self, server: &mut PooledServer) -> Result<(), SessionError> {
         let wanted = &self.session.settings;
-        if server.applied.as_ref().is_some_and(|a| Arc::ptr_eq(a, wanted)) {
+        if server
+            .applied
+            .as_ref()
+            .is_some_and(|a| Arc::ptr_eq(a, wanted))
+        {
             return Ok(());
         }
         if let Some(sql) = hidden::reconcile_settings(server.applied.as_deref(), wanted) {

@@ -178,7 +178,7 @@ impl Relay {
         let Some(server) = self.server.as_deref() else {
             return;
         };
-        let target = CancelTarget::of(&server);
+        let target = CancelTarget::of(server);
         metrics::statement_timeout();
         let _ = send_cancel(&target).await;
     }
