@@ -133,6 +133,12 @@ impl Proxy {
         self.snapshot.load_full()
     }
 
+    /// Whether `held` is still the snapshot in force: no reference count is touched (this
+    /// runs at every transaction start).
+    pub fn is_current(&self, held: &Arc<Snapshot>) -> bool {
+        Arc::ptr_eq(&self.snapshot.load(), held)
+    }
+
     /// Swaps in new rules. Sessions finish their current transaction on the old ones.
     pub fn reload(&self, config: Config) {
         let previous = self.snapshot.load();

@@ -179,8 +179,8 @@ impl Routing {
 
     /// Loads the rules in force for the transaction about to start.
     pub(super) fn refresh(&mut self, proxy: &Proxy) -> Result<(), SessionError> {
-        let snapshot = proxy.snapshot();
-        if !Arc::ptr_eq(&snapshot, &self.snapshot) {
+        if !proxy.is_current(&self.snapshot) {
+            let snapshot = proxy.snapshot();
             self.pools = snapshot
                 .pools
                 .get(&self.database, &self.user)
