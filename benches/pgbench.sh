@@ -28,7 +28,7 @@
 #   SCALE=10                pgbench -i scale
 #   WARMUP_SECONDS=2        one warm-up run per target before measuring (0: none)
 #   PGSTRATA_BIN            use this binary instead of `cargo build --release`
-#   PGSTRATA_THREADS        pgstrata --threads (default: one worker per core)
+#   PGSTRATA_THREADS        pgstrata --threads (default: half the cores, at least 1)
 #   PG_BIN                  PostgreSQL bin dir (default: newest /usr/lib/postgresql/*/bin)
 #   SERVER_AUTH=scram-sha-256  pg_hba method for TCP connections (scram-sha-256|md5|trust)
 #   RESULTS_CSV             also write one CSV row per run to this file

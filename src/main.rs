@@ -16,7 +16,8 @@ struct Cli {
     /// Config file to run with.
     #[arg(long, default_value = "rules/pgstrata.yaml")]
     config: PathBuf,
-    /// Worker threads; 1 runs everything on one thread (like PgBouncer). Default: one per core.
+    /// Worker threads; 1 runs everything on one thread (like PgBouncer). Default: half the
+    /// cores, at least one.
     #[arg(long)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -78,15 +79,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    // Half the cores by default: a proxy usually shares its machine with PostgreSQL or
+    // the application, and below a few workers tokio's work stealing and cross-thread
+    // wake-ups cost more CPU per transaction than they give (benches/pgbench.sh: on two
+    // cores one thread spends about a third less CPU per transaction than two).
+    let threads = threads.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / 2).max(1)
+    });
     let mut builder = match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(n) => {
+        0 => bail!("--threads must be at least 1"),
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(n);
             builder
         }
-        None => tokio::runtime::Builder::new_multi_thread(),
     };
     Ok(builder.enable_all().build()?)
 }

@@ -48,6 +48,8 @@ impl ManageConnection for ServerManager {
     }
 }
 
+type Conn = PooledConnection<'static, ServerManager>;
+
 /// A server connection checked out of a pool; returns to it on drop unless broken, then
 /// lets the next waiting client in.
 pub struct PooledServer {
@@ -164,64 +166,90 @@ impl Pool {
     /// If opening a server connection fails meanwhile, waiters get that error at once.
     /// The connection comes back marked as needing a reset.
     pub async fn checkout(&self) -> Result<PooledServer, PoolError> {
+        // A free slot and an idle connection: taken at once, with no timer and no clock
+        // (tokio's semaphore hands released permits to waiters first, so taking a free
+        // one never jumps the queue).
+        if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            // Created before trying: a `Notified` sees every `notify_waiters` after its
+            // creation, polled or not, so no connect failure from now on is missed.
+            let failed = self.failures.notify.notified();
+            let mut get = std::pin::pin!(self.inner.get_owned());
+            if let Some(result) = futures::FutureExt::now_or_never(get.as_mut()) {
+                metrics::get().checkout_wait.record(Duration::ZERO);
+                return self.checked_out(result, slot, Instant::now);
+            }
+            let started = Instant::now();
+            return self.wait_for_connection(get, failed, slot, started).await;
+        }
         let started = Instant::now();
-        let timeout = || PoolError::Timeout {
+        let slot = match tokio::time::timeout(
+            self.settings.checkout_timeout,
+            Arc::clone(&self.slots).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) | Err(_) => {
+                metrics::get().checkout_wait.record(started.elapsed());
+                return Err(self.timed_out(started));
+            }
+        };
+        // Created after the slot: only connect failures from now on count for us.
+        let failed = self.failures.notify.notified();
+        let get = std::pin::pin!(self.inner.get_owned());
+        self.wait_for_connection(get, failed, slot, started).await
+    }
+
+    /// Holding a slot: waits for bb8's connection until the checkout timeout, or until a
+    /// connect attempt fails.
+    async fn wait_for_connection(
+        &self,
+        get: std::pin::Pin<
+            &mut impl std::future::Future<Output = Result<Conn, RunError<BackendError>>>,
+        >,
+        failed: tokio::sync::futures::Notified<'_>,
+        slot: OwnedSemaphorePermit,
+        started: Instant,
+    ) -> Result<PooledServer, PoolError> {
+        let remaining = self
+            .settings
+            .checkout_timeout
+            .saturating_sub(started.elapsed());
+        let result = tokio::select! {
+            result = tokio::time::timeout(remaining, get) => {
+                result.unwrap_or(Err(RunError::TimedOut))
+            }
+            _ = failed => {
+                metrics::get().checkout_wait.record(started.elapsed());
+                let last = self.failures.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                return Err(last.map_or_else(|| self.timed_out(started), PoolError::Backend));
+            }
+        };
+        metrics::get().checkout_wait.record(started.elapsed());
+        self.checked_out(result, slot, || started)
+    }
+
+    fn checked_out(
+        &self,
+        result: Result<Conn, RunError<BackendError>>,
+        slot: OwnedSemaphorePermit,
+        started: impl FnOnce() -> Instant,
+    ) -> Result<PooledServer, PoolError> {
+        let conn = result.map_err(|e| match e {
+            RunError::User(e) => PoolError::Backend(Arc::new(e)),
+            RunError::TimedOut => self.timed_out(started()),
+        })?;
+        let mut conn = PooledServer { conn, _slot: slot };
+        conn.needs_reset = true;
+        Ok(conn)
+    }
+
+    fn timed_out(&self, started: Instant) -> PoolError {
+        PoolError::Timeout {
             pool: self.name.clone(),
             waited: started.elapsed(),
             size: self.settings.size,
-        };
-        // A free slot is taken at once (tokio's semaphore hands released permits to
-        // waiters first, so this never jumps the queue); only waiting arms a timer.
-        let slot = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => match tokio::time::timeout(
-                self.settings.checkout_timeout,
-                Arc::clone(&self.slots).acquire_owned(),
-            )
-            .await
-            {
-                Ok(Ok(slot)) => slot,
-                Ok(Err(_)) | Err(_) => {
-                    metrics::get().checkout_wait.record(started.elapsed());
-                    return Err(timeout());
-                }
-            },
-        };
-        // Created after the slot: only connect failures from now on count for us (a
-        // `Notified` sees every `notify_waiters` after its creation, polled or not).
-        let failed = self.failures.notify.notified();
-        let mut get = std::pin::pin!(self.inner.get_owned());
-        // An idle connection is there at once: no timer, no waiting.
-        let result = match futures::FutureExt::now_or_never(get.as_mut()) {
-            Some(result) => result,
-            None => {
-                let remaining = self
-                    .settings
-                    .checkout_timeout
-                    .saturating_sub(started.elapsed());
-                tokio::select! {
-                    result = tokio::time::timeout(remaining, get) => {
-                        result.unwrap_or(Err(RunError::TimedOut))
-                    }
-                    _ = failed => {
-                        metrics::get().checkout_wait.record(started.elapsed());
-                        let last = self.failures.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                        return Err(last.map_or_else(timeout, PoolError::Backend));
-                    }
-                }
-            }
-        };
-        let result = result.map_err(|e| match e {
-            RunError::User(e) => PoolError::Backend(Arc::new(e)),
-            RunError::TimedOut => timeout(),
-        });
-        metrics::get().checkout_wait.record(started.elapsed());
-        let mut conn = PooledServer {
-            conn: result?,
-            _slot: slot,
-        };
-        conn.needs_reset = true;
-        Ok(conn)
+        }
     }
 
     pub fn mode(&self) -> PoolMode {

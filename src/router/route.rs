@@ -120,6 +120,12 @@ pub struct Router {
 }
 
 impl Router {
+    /// Whether any rule may act on a statement: without rules (and without replicas) a
+    /// statement needs no classification at all.
+    pub fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
     /// A router with a new parse cache.
     pub fn new(config: &RoutingConfig) -> Router {
         Router::with_cache(config, ParseCache::default())

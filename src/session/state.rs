@@ -48,7 +48,7 @@ impl Default for RelayState {
 
 impl RelayState {
     /// A client message is being sent to the server.
-    pub fn on_frontend(&mut self, kind: Frontend, now: Instant) {
+    pub fn on_frontend(&mut self, kind: Frontend, now: impl FnOnce() -> Instant) {
         match kind {
             Frontend::Query | Frontend::FunctionCall => {
                 self.pending_ready += 1;
@@ -78,12 +78,17 @@ impl RelayState {
             | Frontend::Other(_) => {}
         }
         if self.transaction_started.is_none() && !matches!(kind, Frontend::Terminate) {
-            self.transaction_started = Some(now);
+            self.transaction_started = Some(now());
         }
     }
 
     /// A server message is being sent to the client.
-    pub fn on_backend(&mut self, kind: Backend, status: Option<TxStatus>, now: Instant) -> Event {
+    pub fn on_backend(
+        &mut self,
+        kind: Backend,
+        status: Option<TxStatus>,
+        now: impl FnOnce() -> Instant,
+    ) -> Event {
         if kind == Backend::CopyInResponse {
             // Syncs sent right after the COPY's Execute were swallowed by copy-in mode.
             self.pending_ready = self.pending_ready.saturating_sub(self.syncs_since_execute);
@@ -99,7 +104,7 @@ impl RelayState {
         }
         if self.status == TxStatus::Idle && self.pending_ready == 0 {
             if let Some(started) = self.transaction_started.take() {
-                return Event::TransactionEnded(now.saturating_duration_since(started));
+                return Event::TransactionEnded(now().saturating_duration_since(started));
             }
         }
         Event::None
@@ -126,13 +131,11 @@ mod tests {
     fn single_statement_is_a_transaction() {
         let t0 = Instant::now();
         let mut s = RelayState::default();
-        s.on_frontend(Frontend::Query, t0);
+        s.on_frontend(Frontend::Query, || t0);
         assert!(!s.is_idle());
-        let ev = s.on_backend(
-            Backend::ReadyForQuery,
-            Some(TxStatus::Idle),
-            t0 + Duration::from_millis(5),
-        );
+        let ev = s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), || {
+            t0 + Duration::from_millis(5)
+        });
         assert_eq!(ev, Event::TransactionEnded(Duration::from_millis(5)));
         assert!(s.is_idle());
     }
@@ -141,18 +144,18 @@ mod tests {
     fn explicit_transaction_spans_several_ready_messages() {
         let t0 = Instant::now();
         let mut s = RelayState::default();
-        s.on_frontend(Frontend::Query, t0); // BEGIN
+        s.on_frontend(Frontend::Query, || t0); // BEGIN
         assert_eq!(
-            s.on_backend(Backend::ReadyForQuery, Some(TxStatus::InTransaction), t0),
+            s.on_backend(Backend::ReadyForQuery, Some(TxStatus::InTransaction), || t0),
             Event::None
         );
         assert!(!s.is_idle());
-        s.on_frontend(Frontend::Query, t0); // bad statement
-        s.on_backend(Backend::ErrorResponse, None, t0);
-        s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Failed), t0);
+        s.on_frontend(Frontend::Query, || t0); // bad statement
+        s.on_backend(Backend::ErrorResponse, None, || t0);
+        s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Failed), || t0);
         assert_eq!(s.status, TxStatus::Failed);
-        s.on_frontend(Frontend::Query, t0); // ROLLBACK
-        let ev = s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), t0);
+        s.on_frontend(Frontend::Query, || t0); // ROLLBACK
+        let ev = s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), || t0);
         assert!(matches!(ev, Event::TransactionEnded(_)));
         assert!(s.is_idle());
     }
@@ -167,19 +170,19 @@ mod tests {
             Frontend::Execute,
             Frontend::Sync,
         ] {
-            s.on_frontend(kind, t0);
+            s.on_frontend(kind, || t0);
         }
         for kind in [Frontend::Bind, Frontend::Execute, Frontend::Sync] {
-            s.on_frontend(kind, t0);
+            s.on_frontend(kind, || t0);
         }
         assert_eq!(s.pending_ready, 2);
         assert_eq!(
-            s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), t0),
+            s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), || t0),
             Event::None
         );
         assert!(!s.is_idle());
         assert!(matches!(
-            s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), t0),
+            s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), || t0),
             Event::TransactionEnded(_)
         ));
         assert!(s.is_idle());
@@ -196,20 +199,20 @@ mod tests {
             Frontend::Execute,
             Frontend::Sync,
         ] {
-            s.on_frontend(kind, t0);
+            s.on_frontend(kind, || t0);
         }
         assert_eq!(s.pending_ready, 1);
-        s.on_backend(Backend::CopyInResponse, None, t0);
+        s.on_backend(Backend::CopyInResponse, None, || t0);
         assert_eq!(s.pending_ready, 0);
         assert!(!s.is_idle(), "copy in progress");
-        s.on_frontend(Frontend::CopyData, t0);
-        s.on_frontend(Frontend::Flush, t0);
-        s.on_frontend(Frontend::Sync, t0); // ignored by the server while copying
-        s.on_frontend(Frontend::CopyDone, t0);
-        s.on_frontend(Frontend::Sync, t0);
+        s.on_frontend(Frontend::CopyData, || t0);
+        s.on_frontend(Frontend::Flush, || t0);
+        s.on_frontend(Frontend::Sync, || t0); // ignored by the server while copying
+        s.on_frontend(Frontend::CopyDone, || t0);
+        s.on_frontend(Frontend::Sync, || t0);
         assert_eq!(s.pending_ready, 1);
-        s.on_backend(Backend::CommandComplete, None, t0);
-        s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), t0);
+        s.on_backend(Backend::CommandComplete, None, || t0);
+        s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), || t0);
         assert!(s.is_idle());
     }
 
@@ -217,12 +220,12 @@ mod tests {
     fn simple_copy_in_counts_one_ready() {
         let t0 = Instant::now();
         let mut s = RelayState::default();
-        s.on_frontend(Frontend::Query, t0);
-        s.on_backend(Backend::CopyInResponse, None, t0);
+        s.on_frontend(Frontend::Query, || t0);
+        s.on_backend(Backend::CopyInResponse, None, || t0);
         assert_eq!(s.pending_ready, 1);
-        s.on_frontend(Frontend::CopyData, t0);
-        s.on_frontend(Frontend::CopyDone, t0);
-        s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), t0);
+        s.on_frontend(Frontend::CopyData, || t0);
+        s.on_frontend(Frontend::CopyDone, || t0);
+        s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), || t0);
         assert!(s.is_idle());
     }
 
@@ -236,21 +239,21 @@ mod tests {
             Frontend::Execute,
             Frontend::Flush,
         ] {
-            s.on_frontend(kind, t0);
+            s.on_frontend(kind, || t0);
         }
         assert_eq!(s.pending_ready, 0);
         assert!(!s.is_settled());
         assert!(!s.is_idle());
-        s.on_frontend(Frontend::Sync, t0);
-        s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), t0);
+        s.on_frontend(Frontend::Sync, || t0);
+        s.on_backend(Backend::ReadyForQuery, Some(TxStatus::Idle), || t0);
         assert!(s.is_settled() && s.is_idle());
     }
 
     #[test]
     fn flush_and_describe_expect_no_ready() {
         let mut s = RelayState::default();
-        s.on_frontend(Frontend::Describe, Instant::now());
-        s.on_frontend(Frontend::Flush, Instant::now());
+        s.on_frontend(Frontend::Describe, Instant::now);
+        s.on_frontend(Frontend::Flush, Instant::now);
         assert_eq!(s.pending_ready, 0);
     }
 }

@@ -33,7 +33,6 @@ impl Relay {
     /// Statements that leave state in the server session pin it.
     pub(super) fn take_client_frames(&mut self) -> Result<Taken, SessionError> {
         self.note_replay_names();
-        let now = Instant::now();
         let state = &mut self.state;
         let mut pinned = None;
         let mut effects = Effects::default();
@@ -154,7 +153,7 @@ impl Relay {
                     // DISCARD ALL / DEALLOCATE ALL drop statements once the server says
                     // they are done (`take_server_frames`), not as they are sent.
                 }
-                state.on_frontend(kind, now);
+                state.on_frontend(kind, Instant::now);
                 flow
             },
         )?;
@@ -189,7 +188,6 @@ impl Relay {
     /// Streams server messages towards the client (or nowhere, when `discard`), tracking
     /// ReadyForQuery status, parameters and errors, and swallowing hidden statements' replies.
     pub(super) fn take_server_frames(&mut self, discard: bool) -> Result<(), SessionError> {
-        let now = Instant::now();
         let Some(ServerConnection {
             read_buf,
             params,
@@ -274,7 +272,9 @@ impl Relay {
                             false => disarm = true,
                         }
                     }
-                    if let Event::TransactionEnded(duration) = state.on_backend(kind, ready, now) {
+                    if let Event::TransactionEnded(duration) =
+                        state.on_backend(kind, ready, Instant::now)
+                    {
                         let m = metrics::get();
                         m.transactions.increment(1);
                         m.transaction_duration.record(duration);

@@ -51,6 +51,9 @@ impl Routing {
         app: &str,
     ) {
         self.later_writes.clear();
+        if self.nothing_to_route() {
+            return;
+        }
         let mut open = self.batch_open;
         let mut current: Option<(usize, bool)> = None; // (statements seen, a later one writes)
         for frame in Frames::new(buf, MAX_FRAME_LEN).map_while(Result::ok) {
@@ -186,6 +189,10 @@ impl Routing {
                 local: Some(Local::Answer(Answer::Explain(self.explain(sql, app)))),
                 ..primary(false)
             };
+        }
+        // Every statement goes to the primary and no rule applies: nothing to classify.
+        if self.nothing_to_route() {
+            return primary(false);
         }
         let (classified, decision) = self.decide(sql, app);
         if let Some(message) = decision.block {

@@ -177,6 +177,12 @@ impl Routing {
         self.snapshot.health(&self.pools.cluster)
     }
 
+    /// No replica to send reads to and no rule to apply: every statement goes to the
+    /// primary as it is, whatever it is.
+    pub(super) fn nothing_to_route(&self) -> bool {
+        self.pools.replicas.is_empty() && !self.snapshot.router.has_rules()
+    }
+
     /// Loads the rules in force for the transaction about to start.
     pub(super) fn refresh(&mut self, proxy: &Proxy) -> Result<(), SessionError> {
         if !proxy.is_current(&self.snapshot) {
