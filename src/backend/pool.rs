@@ -144,6 +144,10 @@ impl Pool {
             // Surface server errors (bad password, missing database) instead of retrying until timeout.
             .retry_connection(false)
             .test_on_check_out(true)
+            // The connection released last is handed out first: the fewest server
+            // processes stay busy and warm, and the idle ones age out (PgBouncer's default
+            // too). Waiting clients are still served in order, by the slots.
+            .queue_strategy(bb8::QueueStrategy::Lifo)
             .error_sink(Box::new(FailureSink {
                 pool: name.clone(),
                 failures: Arc::clone(&failures),
