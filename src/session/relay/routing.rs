@@ -441,6 +441,10 @@ impl Routing {
         cx: &Context<'_>,
         out: &mut BytesMut,
     ) -> Option<Step> {
+        // Without replicas no BEGIN is deferred (there is no choice of server to wait for).
+        if !self.deferred_begin && self.health().is_none() {
+            return None;
+        }
         let control = self.control(Frontend::Query, body);
         match (control, self.deferred_begin) {
             (Control::Begin, false) if cx.status == TxStatus::Idle && self.health().is_some() => {
