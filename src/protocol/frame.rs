@@ -253,16 +253,18 @@ pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&buf[..end], &buf[end + 1..]))
 }
 
+/// A whole message (tag, length, body), for unit tests anywhere in the crate.
+#[cfg(test)]
+pub(crate) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
 
     #[test]
     fn splits_complete_frames_and_stops_at_partial() {

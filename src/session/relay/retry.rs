@@ -211,13 +211,7 @@ fn first_statement(bytes: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::protocol::frame::msg;
 
     #[test]
     fn only_requests_without_lasting_names_are_replayed() {

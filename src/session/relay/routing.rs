@@ -634,6 +634,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::protocol::frame::msg;
     use crate::session::statements::ServerStatements;
 
     const CONFIG: &str = r#"
@@ -944,13 +945,6 @@ routing:
             Step::Stop
         ));
         assert_eq!(r.want, Some(Want::Primary));
-    }
-
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
     }
 
     #[tokio::test]
