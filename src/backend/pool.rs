@@ -22,17 +22,20 @@ pub struct ServerManager {
 }
 
 impl ManageConnection for ServerManager {
-    type Connection = ServerConnection;
+    /// Boxed: bb8 moves connections in and out of its idle list and its futures at every
+    /// checkout and return; a pointer is cheaper to move than the connection.
+    type Connection = Box<ServerConnection>;
     type Error = BackendError;
 
-    async fn connect(&self) -> Result<ServerConnection, BackendError> {
+    async fn connect(&self) -> Result<Box<ServerConnection>, BackendError> {
         let connect = ServerConnection::connect(Arc::clone(&self.target));
         tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| BackendError::ConnectTimeout(self.connect_timeout))?
+            .map(Box::new)
     }
 
-    async fn is_valid(&self, conn: &mut ServerConnection) -> Result<(), BackendError> {
+    async fn is_valid(&self, conn: &mut Box<ServerConnection>) -> Result<(), BackendError> {
         // Non-blocking: a server that sent anything while idle (e.g. a FATAL after
         // pg_terminate_backend) or closed the socket is not handed out.
         if conn.is_reusable() && conn.is_quiet() {
@@ -43,7 +46,7 @@ impl ManageConnection for ServerManager {
         }
     }
 
-    fn has_broken(&self, conn: &mut ServerConnection) -> bool {
+    fn has_broken(&self, conn: &mut Box<ServerConnection>) -> bool {
         !conn.is_reusable()
     }
 }
