@@ -249,7 +249,7 @@ pub fn startup_packet_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
 
 /// Reads a NUL-terminated string at the front of `buf`, returning it and the rest.
 pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = buf.iter().position(|&b| b == 0)?;
+    let end = memchr::memchr(0, buf)?;
     Some((&buf[..end], &buf[end + 1..]))
 }
 

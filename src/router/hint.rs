@@ -91,7 +91,7 @@ fn target(value: &str) -> Option<RouteTarget> {
 /// The proxy's own statement, if `sql` is one (alone, with an optional trailing `;`).
 pub fn intercept(sql: &[u8]) -> Option<Intercept> {
     // Every form names `route`: most statements are let through without a lexer pass.
-    if !sql.windows(5).any(|w| w.eq_ignore_ascii_case(b"route")) {
+    if !names_route(sql) {
         return None;
     }
     let mut lexer = Lexer::new(sql);
@@ -120,6 +120,14 @@ pub fn intercept(sql: &[u8]) -> Option<Intercept> {
 }
 
 use Intercept::{ExplainRoute, Invalid};
+
+/// Whether `route`, in any case, appears anywhere in `sql`.
+fn names_route(sql: &[u8]) -> bool {
+    memchr::memchr2_iter(b'r', b'R', sql).any(|i| {
+        sql.get(i..i + 5)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"route"))
+    })
+}
 
 fn alone() -> Intercept {
     Invalid("SET, RESET, SHOW pgstrata.route and EXPLAIN ROUTE must be sent alone".into())
@@ -258,6 +266,8 @@ mod tests {
             ("RESET pgstrata.route", set(None)),
             ("show pgstrata.route ;", Some(Intercept::ShowRoute)),
             ("/* c */ SHOW pgstrata.route", Some(Intercept::ShowRoute)),
+            ("show PGSTRATA.Route", Some(Intercept::ShowRoute)),
+            ("SHOW pgstrata.rOUTE", Some(Intercept::ShowRoute)),
             ("SET pgstrata.other = 1", None),
             ("SET search_path = a", None),
             ("SELECT 'SET pgstrata.route = x'", None),

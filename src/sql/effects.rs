@@ -111,35 +111,80 @@ pub fn effects(sql: &[u8]) -> Effects {
 /// False when no run of identifier characters in `sql` (wherever it stands: in strings
 /// and comments too) contains a word part the analysis below reacts to, and none is the
 /// word `do`: `effects` would find nothing. True otherwise. (Most statements: this saves
-/// lexing them.) One pass, looking further only at letters that start a part.
+/// lexing them.) One pass over pairs of bytes: only a letter followed by one that may
+/// come next in a part is looked at further.
 fn may_have_effects(sql: &[u8]) -> bool {
+    let next = sql.get(1..).unwrap_or_default();
+    sql.iter()
+        .zip(next)
+        .enumerate()
+        .any(|(i, (&first, &second))| {
+            let followers = FOLLOWERS[first as usize];
+            followers != 0 && followers >> LETTER[second as usize] & 1 == 1 && part_at(sql, i)
+        })
+}
+
+/// The first two letters of every part `part_at` looks for.
+const PART_STARTS: [&[u8; 2]; 11] = [
+    b"se", b"di", b"dr", b"de", b"do", b"li", b"lo", b"cl", b"pr", b"te", b"ad",
+];
+
+/// For each byte, in either case, a bit for each letter that follows it at the start of a
+/// part (none for bytes that start none).
+const FOLLOWERS: [u32; 256] = {
+    let mut masks = [0u32; 256];
+    let mut i = 0;
+    while i < PART_STARTS.len() {
+        let [a, b] = *PART_STARTS[i];
+        masks[a as usize] |= 1 << (b - b'a');
+        masks[a.to_ascii_uppercase() as usize] |= 1 << (b - b'a');
+        i += 1;
+    }
+    masks
+};
+
+/// Each letter's index in the alphabet, either case; 31 (a bit no mask has) for every
+/// other byte.
+const LETTER: [u8; 256] = {
+    let mut index = [31u8; 256];
+    let mut b = b'a';
+    while b <= b'z' {
+        index[b as usize] = b - b'a';
+        index[b.to_ascii_uppercase() as usize] = b - b'a';
+        b += 1;
+    }
+    index
+};
+
+/// Whether a part the analysis reacts to starts at `sql[i]`.
+fn part_at(sql: &[u8], i: usize) -> bool {
     let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
-    let at = |i: usize, part: &[u8]| {
+    let at = |part: &[u8]| {
         sql.get(i..i + part.len())
             .is_some_and(|s| s.eq_ignore_ascii_case(part))
     };
-    (0..sql.len()).any(|i| match sql[i].to_ascii_lowercase() {
+    match sql[i].to_ascii_lowercase() {
         // SET, RESET, set_config, SET/RESET SESSION AUTHORIZATION
-        b's' => at(i, b"set"),
+        b's' => at(b"set"),
         b'd' => {
-            at(i, b"discard")
-                || at(i, b"drop")
-                || at(i, b"deallocate")
-                || at(i, b"declare")
-                || at(i, b"do")
+            at(b"discard")
+                || at(b"drop")
+                || at(b"deallocate")
+                || at(b"declare")
+                || at(b"do")
                     && (i == 0 || !ident(sql[i - 1]))
                     && sql.get(i + 2).is_none_or(|b| !ident(*b))
         }
         // LISTEN, UNLISTEN, LOAD
-        b'l' => at(i, b"listen") || at(i, b"load"),
-        b'c' => at(i, b"close"),
-        b'p' => at(i, b"prepare"),
+        b'l' => at(b"listen") || at(b"load"),
+        b'c' => at(b"close"),
+        b'p' => at(b"prepare"),
         // TEMP, TEMPORARY, pg_temp
-        b't' => at(i, b"temp"),
+        b't' => at(b"temp"),
         // pg_advisory_lock…, pg_advisory_unlock…
-        b'a' => at(i, b"advisory"),
+        b'a' => at(b"advisory"),
         _ => false,
-    })
+    }
 }
 
 fn clears_state(tokens: &[Token]) -> bool {
