@@ -11,6 +11,7 @@ pub mod router;
 pub mod rules;
 pub mod server;
 pub mod session;
+pub mod shutdown;
 pub mod sql;
 pub mod tls;
 
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use rules::{Config, TlsMode};
 
@@ -63,22 +63,20 @@ async fn serve(
         (_, Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         (mode, _, _) => return Err(RunError::TlsFiles(*mode)),
     };
-    let (stop, stopped) = watch::channel(false);
-    let proxy = Arc::new(proxy::Proxy::new(config, tls, stopped));
+    let stop = shutdown::Shutdown::new();
+    let proxy = Arc::new(proxy::Proxy::new(config, tls, Arc::clone(&stop)));
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop.send(true);
+        stop.fire();
     });
     let sampler = tokio::spawn(sample_pools(Arc::clone(&proxy)));
     let watcher = rules_path.map(|path| {
         let target = Arc::clone(&proxy);
-        let mut stopped = proxy.shutdown.clone();
+        let stopped = proxy.shutdown.listen();
         tokio::spawn(rules::watch(
             path,
             move |config| target.reload(config),
-            async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            },
+            async move { stopped.fired().await },
         ))
     });
     server::serve(listener, proxy).await;

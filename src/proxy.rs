@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::backend::monitor::{self, ClusterHealth, MonitorCredentials, MonitorHandle};
@@ -14,6 +14,7 @@ use crate::backend::{CancelRegistry, Pools};
 use crate::router::Router;
 use crate::rules::{ClusterConfig, Config, ListenConfig};
 use crate::session::SessionError;
+use crate::shutdown::Shutdown;
 
 pub struct Proxy {
     snapshot: ArcSwap<Snapshot>,
@@ -23,8 +24,8 @@ pub struct Proxy {
     pub tls: Option<TlsAcceptor>,
     /// Per-database client connection caps, where configured (fixed at start).
     database_limits: HashMap<String, Arc<Semaphore>>,
-    /// Becomes true when the proxy starts shutting down.
-    pub shutdown: watch::Receiver<bool>,
+    /// Fires when the proxy starts shutting down.
+    pub shutdown: Arc<Shutdown>,
 }
 
 /// Everything built from one version of the rules.
@@ -109,7 +110,7 @@ fn monitor_credentials(config: &Config, name: &str, cluster: &ClusterConfig) -> 
 }
 
 impl Proxy {
-    pub fn new(config: Config, tls: Option<TlsAcceptor>, shutdown: watch::Receiver<bool>) -> Proxy {
+    pub fn new(config: Config, tls: Option<TlsAcceptor>, shutdown: Arc<Shutdown>) -> Proxy {
         let database_limits = config
             .databases
             .iter()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -21,7 +21,7 @@ static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts clients until shutdown, then lets sessions finish for up to `shutdown_timeout`.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
-    let mut shutdown: watch::Receiver<bool> = proxy.shutdown.clone();
+    let shutdown = proxy.shutdown.listen();
     let slots = Arc::new(Semaphore::new(proxy.listen.max_client_connections));
     let mut sessions = JoinSet::new();
     loop {
@@ -55,7 +55,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
                 }
             },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            _ = shutdown.changed() => break,
+            () = shutdown.fired() => break,
         }
     }
     drop(listener);

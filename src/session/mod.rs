@@ -65,7 +65,7 @@ pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
             startup_settings: Arc::clone(&attached.settings),
             settings: attached.settings,
             cancel_key: attached.cancel_key,
-            shutdown: proxy.shutdown.clone(),
+            shutdown: proxy.shutdown.listen(),
             params_seen: Some(client_params.digest()),
             client_params,
         },
