@@ -51,13 +51,31 @@ enum Command {
     },
 }
 
+/// Logs to standard output, filtered by RUST_LOG (default `info`). A list of `target=level`
+/// directives is read by the `Targets` filter, which does nothing when a span is entered
+/// (each session's span is entered at every poll of its task); directives naming spans or
+/// fields (`[...]`) need, and get, `EnvFilter`.
+fn init_logging() {
+    use tracing_subscriber::filter::{EnvFilter, Targets};
+    use tracing_subscriber::{prelude::*, Layer, Registry};
+    let spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|spec| !spec.trim().is_empty())
+        .unwrap_or_else(|| "info".to_owned());
+    let targets = (!spec.contains('[')).then(|| spec.parse::<Targets>().ok());
+    let filter: Box<dyn Layer<Registry> + Send + Sync> = match targets.flatten() {
+        Some(targets) => Box::new(targets),
+        None => Box::new(EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"))),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer())
+        .init();
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logging();
     match cli.command {
         Some(Command::Check {
             file,
