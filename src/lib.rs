@@ -72,7 +72,7 @@ async fn serve(
     let sampler = tokio::spawn(sample_pools(Arc::clone(&proxy)));
     let watcher = rules_path.map(|path| {
         let target = Arc::clone(&proxy);
-        let stopped = proxy.shutdown.listen();
+        let mut stopped = proxy.shutdown.listen();
         tokio::spawn(rules::watch(
             path,
             move |config| target.reload(config),

@@ -21,7 +21,7 @@ static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts clients until shutdown, then lets sessions finish for up to `shutdown_timeout`.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
-    let shutdown = proxy.shutdown.listen();
+    let mut shutdown = proxy.shutdown.listen();
     let slots = Arc::new(Semaphore::new(proxy.listen.max_client_connections));
     let mut sessions = JoinSet::new();
     loop {

@@ -1,12 +1,13 @@
 //! The proxy's stop signal. Every session waits for it in its relay loop, which polls it
-//! once or twice per transaction: a poll is an atomic load and a waker registration with
-//! no lock (a `watch` channel's `changed()` takes the channel's lock at every poll).
+//! once or twice per transaction: a poll is an atomic load, and a waker registration only
+//! when the task's waker is not the one registered already (a `watch` channel's
+//! `changed()` takes the channel's lock at every poll).
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use futures::task::AtomicWaker;
 
@@ -52,6 +53,7 @@ impl Shutdown {
             shutdown: Arc::clone(self),
             id,
             waker,
+            registered: None,
         }
     }
 }
@@ -62,6 +64,8 @@ pub struct Listener {
     shutdown: Arc<Shutdown>,
     id: u64,
     waker: Arc<AtomicWaker>,
+    /// The waker last registered: registered again only when the task's differs.
+    registered: Option<Waker>,
 }
 
 impl Listener {
@@ -70,9 +74,17 @@ impl Listener {
     }
 
     /// Ready once the signal has fired. The waker is registered before the flag is read,
-    /// so a `fire` at any moment is either seen now or wakes the task.
-    pub fn poll_fired(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.waker.register(cx.waker());
+    /// so a `fire` at any moment is either seen now or wakes the task. A waker registered
+    /// before stays registered until `fire` takes it (and then the flag is set).
+    pub fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_fired() {
+            return Poll::Ready(());
+        }
+        let waker = cx.waker();
+        if !self.registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker.register(waker);
+            self.registered = Some(waker.clone());
+        }
         match self.is_fired() {
             true => Poll::Ready(()),
             false => Poll::Pending,
@@ -80,7 +92,7 @@ impl Listener {
     }
 
     /// Completes once the signal has fired (at once if it already has).
-    pub async fn fired(&self) {
+    pub async fn fired(&mut self) {
         poll_fn(|cx| self.poll_fired(cx)).await
     }
 }
@@ -105,7 +117,7 @@ mod tests {
         let shutdown = Shutdown::new();
         let waiting: Vec<_> = (0..3)
             .map(|_| {
-                let listener = shutdown.listen();
+                let mut listener = shutdown.listen();
                 tokio::spawn(async move { listener.fired().await })
             })
             .collect();
@@ -118,11 +130,40 @@ mod tests {
                 .expect("a waiting listener was not woken")
                 .unwrap();
         }
-        let late = shutdown.listen();
+        let mut late = shutdown.listen();
         assert!(late.is_fired());
         tokio::time::timeout(Duration::from_secs(1), late.fired())
             .await
             .expect("a listener made after firing waits");
+    }
+
+    /// A listener polled from another task (another waker) wakes that task, not the first.
+    #[test]
+    fn the_last_task_to_poll_is_woken() {
+        use futures::task::{waker, ArcWake};
+        use std::sync::atomic::AtomicUsize;
+        #[derive(Default)]
+        struct Count(AtomicUsize);
+        impl ArcWake for Count {
+            fn wake_by_ref(arc_self: &Arc<Self>) {
+                arc_self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (first, second) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let shutdown = Shutdown::new();
+        let mut listener = shutdown.listen();
+        for count in [&first, &first, &second] {
+            let waker = waker(Arc::clone(count));
+            let poll = listener.poll_fired(&mut Context::from_waker(&waker));
+            assert!(poll.is_pending());
+        }
+        shutdown.fire();
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        let waker = waker(Arc::clone(&first));
+        assert!(listener
+            .poll_fired(&mut Context::from_waker(&waker))
+            .is_ready());
     }
 
     #[test]
