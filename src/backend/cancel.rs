@@ -2,6 +2,7 @@
 //! to the server process the client is using at that moment.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,13 +38,48 @@ impl PartialEq for CancelTarget {
     }
 }
 
-/// Where one client's key points: set by its session at each checkout, read by cancels.
-type Slot = Arc<Mutex<Option<CancelTarget>>>;
+/// Where one client's key points: set by its session at each checkout and return, read
+/// by cancels. The server process's key is one atomic word (0: none; PostgreSQL's pids
+/// are positive), written at every checkout without a lock; the server it lives on
+/// changes only when the session moves to another server, under a lock.
+#[derive(Debug, Default)]
+struct Slot {
+    key: AtomicU64,
+    server: Mutex<Option<Arc<ServerTarget>>>,
+}
+
+impl Slot {
+    /// The target as it stands; None between transactions, or while it is being changed.
+    fn read(&self) -> Option<CancelTarget> {
+        let key = self.key.load(Ordering::Acquire);
+        if key == 0 {
+            return None;
+        }
+        let server = lock(&self.server).clone()?;
+        // The server is changed only while the key reads 0: the same key before and after
+        // means `server` is the one it belongs to.
+        (self.key.load(Ordering::Acquire) == key).then(|| CancelTarget {
+            server,
+            key: unpack(key),
+        })
+    }
+}
+
+fn pack(key: ServerKey) -> u64 {
+    (u64::from(key.pid as u32) << 32) | u64::from(key.secret as u32)
+}
+
+fn unpack(word: u64) -> ServerKey {
+    ServerKey {
+        pid: (word >> 32) as u32 as i32,
+        secret: word as u32 as i32,
+    }
+}
 
 #[derive(Debug)]
 struct Entry {
     secret: i32,
-    target: Slot,
+    target: Arc<Slot>,
 }
 
 /// All live client keys.
@@ -56,8 +92,10 @@ pub struct CancelRegistry {
 #[derive(Debug)]
 pub struct CancelKey {
     registry: Arc<CancelRegistry>,
-    /// Its own lock: a session moving between connections never waits on the registry's.
-    target: Slot,
+    /// Its own slot: a session moving between connections never takes the registry's lock.
+    target: Arc<Slot>,
+    /// The server last written to the slot (compared by address, without the lock).
+    server: Option<Arc<ServerTarget>>,
     pub pid: i32,
     pub secret: i32,
 }
@@ -73,7 +111,7 @@ impl CancelRegistry {
                 continue;
             }
             let secret = rand::random::<i32>();
-            let target = Slot::default();
+            let target = Arc::new(Slot::default());
             entries.insert(
                 pid,
                 Entry {
@@ -84,6 +122,7 @@ impl CancelRegistry {
             return CancelKey {
                 registry: Arc::clone(self),
                 target,
+                server: None,
                 pid,
                 secret,
             };
@@ -103,7 +142,7 @@ impl CancelRegistry {
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0;
         if same {
-            lock(&entry.target).clone()
+            entry.target.read()
         } else {
             None
         }
@@ -119,9 +158,25 @@ impl CancelRegistry {
 }
 
 impl CancelKey {
-    /// Points the key at the server the client now uses (or at none).
-    pub fn set_target(&self, target: Option<CancelTarget>) {
-        *lock(&self.target) = target;
+    /// Points the key at the server process behind `conn`, the one the client now uses.
+    pub fn point_at(&mut self, conn: &ServerConnection) {
+        self.point(&conn.target, conn.key);
+    }
+
+    fn point(&mut self, server: &Arc<ServerTarget>, key: ServerKey) {
+        let slot = &self.target;
+        if !self.server.as_ref().is_some_and(|s| Arc::ptr_eq(s, server)) {
+            slot.key.store(0, Ordering::Release);
+            *lock(&slot.server) = Some(Arc::clone(server));
+            self.server = Some(Arc::clone(server));
+        }
+        // A server key of 0 cannot be told from none; PostgreSQL never hands one out.
+        slot.key.store(pack(key), Ordering::Release);
+    }
+
+    /// The client uses no server process: cancels go nowhere.
+    pub fn clear(&self) {
+        self.target.key.store(0, Ordering::Release);
     }
 }
 
@@ -158,24 +213,50 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    fn server(port: u16) -> Arc<ServerTarget> {
+        Arc::new(ServerTarget {
+            host: "127.0.0.1".into(),
+            port,
+            user: "u".into(),
+            password: None,
+            database: "d".into(),
+        })
+    }
+
     #[test]
     fn keys_map_to_targets_and_unregister() {
         let registry = Arc::new(CancelRegistry::default());
-        let key = registry.register();
+        let mut key = registry.register();
         let secret = key.secret.to_be_bytes();
         assert_eq!(registry.lookup(key.pid, &secret), None);
-        let target = CancelTarget {
-            server: Arc::new(ServerTarget {
-                host: "127.0.0.1".into(),
-                port: 5432,
-                user: "u".into(),
-                password: None,
-                database: "d".into(),
-            }),
-            key: ServerKey { pid: 9, secret: 10 },
+        let first = CancelTarget {
+            server: server(5432),
+            key: ServerKey {
+                pid: 9,
+                secret: -10,
+            },
         };
-        key.set_target(Some(target.clone()));
-        assert_eq!(registry.lookup(key.pid, &secret), Some(target));
+        key.point(&first.server, first.key);
+        assert_eq!(registry.lookup(key.pid, &secret), Some(first.clone()));
+        // Another process on the same server, then one on another server.
+        let same_server = CancelTarget {
+            server: Arc::clone(&first.server),
+            key: ServerKey {
+                pid: i32::MAX,
+                secret: i32::MIN,
+            },
+        };
+        key.point(&same_server.server, same_server.key);
+        assert_eq!(registry.lookup(key.pid, &secret), Some(same_server));
+        let elsewhere = CancelTarget {
+            server: server(5433),
+            key: ServerKey { pid: 77, secret: 0 },
+        };
+        key.point(&elsewhere.server, elsewhere.key);
+        assert_eq!(registry.lookup(key.pid, &secret), Some(elsewhere));
+        key.clear();
+        assert_eq!(registry.lookup(key.pid, &secret), None);
+        key.point(&first.server, first.key);
         let mut wrong = secret;
         wrong[3] ^= 1;
         assert_eq!(registry.lookup(key.pid, &wrong), None);
@@ -184,5 +265,13 @@ mod tests {
         drop(key);
         assert_eq!(registry.lookup(pid, &secret), None);
         assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn server_keys_survive_packing() {
+        for (pid, secret) in [(1, 0), (i32::MAX, -1), (12345, i32::MIN), (7, i32::MAX)] {
+            let key = unpack(pack(ServerKey { pid, secret }));
+            assert_eq!((key.pid, key.secret), (pid, secret));
+        }
     }
 }

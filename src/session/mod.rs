@@ -20,7 +20,6 @@ use tokio::sync::OwnedSemaphorePermit;
 
 pub use error::SessionError;
 
-use crate::backend::cancel::CancelTarget;
 use crate::backend::{CancelKey, PoolSet, PooledServer};
 use crate::metrics;
 use crate::protocol::reply;
@@ -136,11 +135,11 @@ async fn prepare(
     let pool = &pools.primary;
     let database_permit = proxy.database_permit(&database)?;
 
-    let cancel_key = proxy.cancels.register();
+    let mut cancel_key = proxy.cancels.register();
     let settings = crate::session::hidden::shared_settings(settings);
     let mut server = attach(pool.checkout().await?, &settings).await?;
     server.applied = Some(Arc::clone(&settings));
-    cancel_key.set_target(Some(CancelTarget::of(&server)));
+    cancel_key.point_at(&server);
     welcome(&mut out, &server, &cancel_key);
     io::send(stream, &out).await?;
     tracing::debug!(pool = %pool.name, "session attached");

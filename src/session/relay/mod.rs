@@ -169,7 +169,7 @@ impl Relay {
         if matches!(end, End::Terminated) && self.server.is_some() {
             let _ = tokio::time::timeout(RESET_TIMEOUT, self.finish_requests()).await;
         }
-        self.session.cancel_key.set_target(None);
+        self.session.cancel_key.clear();
         if let Some(server) = self.server.take() {
             let mid_message = !self.server_stream.at_boundary() || !self.to_server.is_empty();
             release(server, &self.state, mid_message).await;

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use super::Relay;
-use crate::backend::cancel::CancelTarget;
 use crate::backend::{PooledServer, ServerConnection};
 use crate::metrics;
 use crate::protocol::{reply, TxStatus};
@@ -52,9 +51,7 @@ impl Relay {
         if Some(server.params.digest()) != self.session.params_seen {
             self.tell_params(&server);
         }
-        self.session
-            .cancel_key
-            .set_target(Some(CancelTarget::of(&server)));
+        self.session.cancel_key.point_at(&server);
         self.server = Some(server);
         // A transaction opened here cannot be sent again elsewhere as it stands.
         if !began {
@@ -177,7 +174,7 @@ impl Relay {
             routing.released();
         }
         if let Some(mut server) = self.server.take() {
-            self.session.cancel_key.set_target(None);
+            self.session.cancel_key.clear();
             server.needs_reset = false;
         }
         if let Some(statements) = self.statements.as_mut() {

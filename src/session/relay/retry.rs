@@ -189,7 +189,7 @@ impl Relay {
         let mut again = request;
         again.extend_from_slice(&self.from_client);
         self.from_client = again;
-        self.session.cancel_key.set_target(None);
+        self.session.cancel_key.clear();
         Ok(true)
     }
 }
