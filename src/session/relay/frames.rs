@@ -61,8 +61,10 @@ impl Relay {
                 application_name,
             );
         }
+        // Read only when there is a choice of server to make.
+        let routes = self.routing.as_ref().is_some_and(|r| !r.nothing_to_route());
         let setting = |wanted: &str, is: &str| {
-            self.routing.is_some()
+            routes
                 && self
                     .session
                     .settings
