@@ -8,6 +8,8 @@ use crate::protocol::message::ErrorFields;
 use crate::protocol::startup::StartupError;
 use crate::protocol::{ErrorReply, SqlState};
 
+/// Large payloads are boxed: the error travels in the `Result` of every step of the relay
+/// loop, and a small one is cheaper to return and move there.
 #[derive(Debug, Error)]
 pub enum SessionError {
     #[error("client I/O error: {0}")]
@@ -41,17 +43,29 @@ pub enum SessionError {
     #[error("too many connections for database \"{0}\"")]
     TooManyForDatabase(String),
     #[error(transparent)]
-    Pool(#[from] PoolError),
+    Pool(Box<PoolError>),
     #[error(transparent)]
-    Backend(#[from] BackendError),
+    Backend(Box<BackendError>),
     #[error("server rejected a startup parameter: {}", .0.message)]
-    StartupParameter(ErrorFields),
+    StartupParameter(Box<ErrorFields>),
     #[error("a statement the proxy ran for the session failed: {}", .0.message)]
-    HiddenStatement(ErrorFields),
+    HiddenStatement(Box<ErrorFields>),
     #[error("server connection lost")]
     ServerLost,
     #[error("terminating connection due to administrator command")]
     Shutdown,
+}
+
+impl From<PoolError> for SessionError {
+    fn from(e: PoolError) -> SessionError {
+        SessionError::Pool(Box::new(e))
+    }
+}
+
+impl From<BackendError> for SessionError {
+    fn from(e: BackendError) -> SessionError {
+        SessionError::Backend(Box::new(e))
+    }
 }
 
 impl SessionError {
@@ -79,8 +93,10 @@ impl SessionError {
             SessionError::TooManyClients | SessionError::TooManyForDatabase(_) => {
                 fatal(SqlState::TOO_MANY_CONNECTIONS)
             }
-            SessionError::Pool(PoolError::Timeout { .. }) => fatal(SqlState::TOO_MANY_CONNECTIONS),
-            SessionError::Pool(PoolError::Backend(e)) => Some(backend_reply(e)),
+            SessionError::Pool(e) => match &**e {
+                PoolError::Timeout { .. } => fatal(SqlState::TOO_MANY_CONNECTIONS),
+                PoolError::Backend(e) => Some(backend_reply(e)),
+            },
             SessionError::Backend(e) => Some(backend_reply(e)),
             SessionError::StartupParameter(fields) | SessionError::HiddenStatement(fields) => Some(
                 ErrorReply::fatal_with_code(&fields.code, fields.message.clone()),
@@ -143,19 +159,21 @@ mod tests {
                 Some("0A000"),
             ),
             (
-                SessionError::Backend(BackendError::Server(ErrorFields {
+                BackendError::Server(ErrorFields {
                     severity: "FATAL".into(),
                     code: "3D000".into(),
                     message: "database \"x\" does not exist".into(),
-                })),
+                })
+                .into(),
                 Some("3D000"),
             ),
             (
-                SessionError::Backend(BackendError::Server(ErrorFields {
+                BackendError::Server(ErrorFields {
                     severity: "FATAL".into(),
                     code: "28P01".into(),
                     message: "password authentication failed".into(),
-                })),
+                })
+                .into(),
                 Some("08004"),
             ),
             (SessionError::Shutdown, Some("57P01")),

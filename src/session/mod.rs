@@ -169,7 +169,7 @@ async fn attach(
                 // The connection itself is fine (the error ended the statement); keep it
                 // only if the server says so.
                 server.broken = server.status != TxStatus::Idle;
-                return Err(SessionError::StartupParameter(fields));
+                return Err(SessionError::StartupParameter(Box::new(fields)));
             }
             Err(e) => {
                 server.broken = true;

@@ -189,7 +189,7 @@ async fn run_hidden(server: &mut ServerConnection, sql: &str) -> Result<(), Sess
         Ok(None) => Ok(()),
         Ok(Some(fields)) => {
             server.broken = true;
-            Err(SessionError::HiddenStatement(fields))
+            Err(SessionError::HiddenStatement(Box::new(fields)))
         }
         Err(e) => {
             server.broken = true;
@@ -207,7 +207,7 @@ pub(super) async fn fetch_hidden(
         Ok(Ok(rows)) => Ok(rows),
         Ok(Err(fields)) => {
             server.broken = true;
-            Err(SessionError::HiddenStatement(fields))
+            Err(SessionError::HiddenStatement(Box::new(fields)))
         }
         Err(e) => {
             server.broken = true;
