@@ -331,3 +331,35 @@ async fn waiting_clients_are_served_in_arrival_order() {
     let expected: Vec<String> = (0..5).map(|i| format!("{run}-{i}")).collect();
     assert_eq!(order, expected);
 }
+
+/// A client that has sent only part of its first message holds no server connection:
+/// on a pool of one, another client's transactions run meanwhile, and the first client's
+/// statement runs once the rest of it arrives.
+#[tokio::test]
+async fn a_half_sent_message_holds_no_server_connection() {
+    use tokio::io::AsyncWriteExt;
+    let proxy = single_connection_proxy().await;
+    let mut slow = crate::wire::trust_login(proxy.addr).await;
+    let message = crate::wire::query("SELECT 41 + 1");
+    let (head, tail) = message.split_at(8);
+    slow.write_all(head).await.expect("first part");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let other = connect(&proxy.app_conn_string()).await;
+    for _ in 0..3 {
+        let rows = tokio::time::timeout(Duration::from_secs(2), other.query_one("SELECT 1", &[]))
+            .await
+            .expect("the pool's only connection is free while a message is half sent")
+            .expect("query");
+        assert_eq!(rows.get::<_, i32>(0), 1);
+    }
+    slow.write_all(tail).await.expect("rest");
+    let reply = crate::wire::read_until_ready(&mut slow).await;
+    assert!(
+        reply.windows(2).any(|w| w == b"42"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    drop(other);
+    drop(slow);
+    proxy.shutdown().await;
+}

@@ -10,6 +10,7 @@ use crate::backend::cancel::{send_cancel, CancelTarget};
 use crate::backend::monitor::Lsn;
 use crate::backend::{PoolError, PooledServer};
 use crate::metrics;
+use crate::protocol::frame::{header, MAX_FRAME_LEN, MAX_INSPECTED_LEN};
 use crate::session::error::SessionError;
 
 /// What a routing barrier allows now.
@@ -30,6 +31,9 @@ impl Relay {
     /// Takes client messages; whenever routing stops them for want of a connection, takes
     /// one where it asks and goes on. True when the client sent Terminate.
     pub(super) async fn take_frames_attaching(&mut self) -> Result<bool, SessionError> {
+        if self.attaches_first()? {
+            self.attach().await?;
+        }
         loop {
             match self.take_client_frames()? {
                 Taken::Terminate => return Ok(true),
@@ -39,6 +43,34 @@ impl Relay {
                 Taken::Stopped | Taken::All => return Ok(false),
             }
         }
+    }
+
+    /// With no choice of server to make (no replicas, no rules), a transaction's first
+    /// message needs the primary whatever it says: the connection is taken before the
+    /// message is read, so that it passes once instead of being stopped and read again.
+    /// Only for a whole message in the buffer (a part of one would pass nothing, and the
+    /// connection would go straight back) and not for Terminate.
+    fn attaches_first(&mut self) -> Result<bool, SessionError> {
+        let Some(routing) = self.routing.as_mut() else {
+            return Ok(false);
+        };
+        if self.server.is_some() || !self.state.is_idle() {
+            return Ok(false);
+        }
+        let whole = match header(&self.from_client, MAX_FRAME_LEN) {
+            Ok(Some((tag, len))) => {
+                tag != b'X' && len <= MAX_INSPECTED_LEN && self.from_client.len() >= len
+            }
+            // A malformed header is reported by the normal path.
+            Ok(None) | Err(_) => false,
+        };
+        if !whole {
+            return Ok(false);
+        }
+        // The transaction is judged by the rules in force now (as `take_client_frames`
+        // would have them).
+        routing.refresh(&self.session.proxy)?;
+        Ok(routing.nothing_to_route() && routing.want.is_none() && !routing.barrier)
     }
 
     fn wants_connection(&self) -> bool {
