@@ -97,27 +97,7 @@ async fn garbage_after_login_ends_only_that_session(mode: &'static str) {
         .start()
         .await;
     // Log in with trust over a raw socket, then send a message with a bad length.
-    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
-    stream
-        .write_all(&startup(
-            0x0003_0000,
-            &[
-                ("user", crate::support::TRUST_USER),
-                ("database", crate::support::DATABASE),
-            ],
-        ))
-        .await
-        .expect("startup");
-    let mut greeting = vec![0u8; 4096];
-    let mut got = Vec::new();
-    while !got.ends_with(b"Z\0\0\0\x05I") {
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut greeting))
-            .await
-            .expect("greeting in time")
-            .expect("read");
-        assert!(n > 0, "closed during login: {got:?}");
-        got.extend_from_slice(&greeting[..n]);
-    }
+    let mut stream = crate::wire::trust_login(proxy.addr).await;
     stream
         .write_all(&[b'Q', 0, 0, 0, 2])
         .await
