@@ -227,8 +227,15 @@ impl Streamer {
             }
             taken += skip;
         }
-        output.extend_from_slice(&input[run..taken]);
-        input.advance(taken);
+        if run == 0 && taken == input.len() && output.is_empty() {
+            // All of it passes as it is: the buffers trade places instead of copying
+            // (the usual case, a request or a reply whole in one read).
+            std::mem::swap(input, output);
+            input.clear();
+        } else {
+            output.extend_from_slice(&input[run..taken]);
+            input.advance(taken);
+        }
         Ok(flow)
     }
 }
@@ -432,6 +439,37 @@ mod tests {
             .unwrap();
         assert_eq!(complete, Some(false));
         assert!(inspected.is_empty());
+    }
+
+    #[test]
+    fn whole_input_into_an_empty_output_moves_without_a_copy() {
+        let forward = |input: &mut BytesMut, output: &mut BytesMut| {
+            Streamer::default()
+                .pump(input, output, |_| false, |_, _, _, _| Flow::Forward)
+                .unwrap()
+        };
+        let reply = [msg(b'T', b"row"), msg(b'Z', b"I")].concat();
+        let mut input = BytesMut::from(&reply[..]);
+        let at = input.as_ptr();
+        let mut output = BytesMut::with_capacity(64);
+        forward(&mut input, &mut output);
+        assert_eq!(&output[..], &reply[..]);
+        assert_eq!(output.as_ptr(), at, "the input's memory became the output");
+        assert!(input.is_empty());
+        // Behind bytes already waiting, the input is appended as before.
+        let mut input = BytesMut::from(&msg(b'C', b"SELECT 1\0")[..]);
+        forward(&mut input, &mut output);
+        assert_eq!(
+            &output[..],
+            &[&reply[..], &msg(b'C', b"SELECT 1\0")[..]].concat()[..]
+        );
+        assert!(input.is_empty());
+        // A part held back (a half-arrived header) stays in the input.
+        let mut input = BytesMut::from(&[&msg(b'Z', b"I")[..], &[b'D', 0][..]].concat()[..]);
+        let mut output = BytesMut::new();
+        forward(&mut input, &mut output);
+        assert_eq!(&output[..], &msg(b'Z', b"I")[..]);
+        assert_eq!(&input[..], &[b'D', 0]);
     }
 
     #[test]
