@@ -180,14 +180,24 @@ impl Pool {
             // Created before trying: a `Notified` sees every `notify_waiters` after its
             // creation, polled or not, so no connect failure from now on is missed.
             let failed = self.failures.notify.notified();
-            let mut get = std::pin::pin!(self.inner.get_owned());
-            if let Some(result) = futures::FutureExt::now_or_never(get.as_mut()) {
+            // Tried once and dropped if it must wait: it is not held across an await, so
+            // it takes no room in this future (waiting starts a new one, boxed).
+            let now = {
+                let get = std::pin::pin!(self.inner.get_owned());
+                futures::FutureExt::now_or_never(get)
+            };
+            if let Some(result) = now {
                 metrics::get().checkout_wait.record(Duration::ZERO);
                 return self.checked_out(result, slot, Instant::now);
             }
             let started = Instant::now();
-            return self.wait_for_connection(get, failed, slot, started).await;
+            return Box::pin(self.wait_for_connection(failed, slot, started)).await;
         }
+        Box::pin(self.wait_for_slot()).await
+    }
+
+    /// No free slot: waits for one in arrival order, then for a connection.
+    async fn wait_for_slot(&self) -> Result<PooledServer, PoolError> {
         let started = Instant::now();
         let slot = match tokio::time::timeout(
             self.settings.checkout_timeout,
@@ -203,17 +213,13 @@ impl Pool {
         };
         // Created after the slot: only connect failures from now on count for us.
         let failed = self.failures.notify.notified();
-        let get = std::pin::pin!(self.inner.get_owned());
-        self.wait_for_connection(get, failed, slot, started).await
+        self.wait_for_connection(failed, slot, started).await
     }
 
     /// Holding a slot: waits for bb8's connection until the checkout timeout, or until a
     /// connect attempt fails.
     async fn wait_for_connection(
         &self,
-        get: std::pin::Pin<
-            &mut impl std::future::Future<Output = Result<Conn, RunError<BackendError>>>,
-        >,
         failed: tokio::sync::futures::Notified<'_>,
         slot: OwnedSemaphorePermit,
         started: Instant,
@@ -223,7 +229,7 @@ impl Pool {
             .checkout_timeout
             .saturating_sub(started.elapsed());
         let result = tokio::select! {
-            result = tokio::time::timeout(remaining, get) => {
+            result = tokio::time::timeout(remaining, self.inner.get_owned()) => {
                 result.unwrap_or(Err(RunError::TimedOut))
             }
             _ = failed => {

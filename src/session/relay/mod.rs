@@ -167,12 +167,12 @@ impl Relay {
     pub async fn run(mut self) {
         let end = self.pump().await.unwrap_or_else(End::Failed);
         if matches!(end, End::Terminated) && self.server.is_some() {
-            let _ = tokio::time::timeout(RESET_TIMEOUT, self.finish_requests()).await;
+            let _ = tokio::time::timeout(RESET_TIMEOUT, Box::pin(self.finish_requests())).await;
         }
         self.session.cancel_key.clear();
         if let Some(server) = self.server.take() {
             let mid_message = !self.server_stream.at_boundary() || !self.to_server.is_empty();
-            release(server, &self.state, mid_message).await;
+            Box::pin(release(server, &self.state, mid_message)).await;
         }
         if let Some(reason) = self.pin.filter(|r| *r != PinReason::SessionMode) {
             metrics::unpinned(reason);
@@ -203,19 +203,29 @@ impl Relay {
     async fn pump(&mut self) -> Result<End, SessionError> {
         let mut shutting_down = self.session.shutdown.is_fired();
         // The client may have sent requests along with its last authentication message.
-        if self.take_frames_attaching().await? {
-            return Ok(End::Terminated);
-        }
+        let mut take = true;
+        // The server connection failed, or a replica asked for the read to go elsewhere.
+        let mut lost: Option<retry::Retry> = None;
         // (The server is attached at this point: the session starts with one.)
+        // Each step waits at one place only, at the top of the loop: the arms below set
+        // `take` or `lost`. Steps that rarely run are boxed, so the session's future and
+        // its code stay small.
         loop {
+            if let Some(retry) = lost.take() {
+                if !Box::pin(self.retry_read(retry)).await? {
+                    return Ok(End::ServerLost);
+                }
+                take = true;
+            }
+            if std::mem::take(&mut take) && self.take_frames_attaching().await? {
+                return Ok(End::Terminated);
+            }
             if self.server.is_none() && !self.to_server.is_empty() {
-                self.attach().await?;
+                Box::pin(self.attach()).await?;
             }
             match self.write_ahead() {
-                Some(End::ServerLost) if self.retry_read(retry::Retry::Lost).await? => {
-                    if self.take_frames_attaching().await? {
-                        return Ok(End::Terminated);
-                    }
+                Some(End::ServerLost) => {
+                    lost = Some(retry::Retry::Lost);
                     continue;
                 }
                 Some(end) => return Ok(end),
@@ -223,15 +233,15 @@ impl Relay {
             }
             if self.transaction_over() {
                 if self.may_unpin {
-                    self.check_unpin().await?;
+                    Box::pin(self.check_unpin()).await?;
                 }
                 if self.routing.as_ref().is_some_and(Routing::needs_floor) {
-                    self.read_floor_lsn().await?;
+                    Box::pin(self.read_floor_lsn()).await?;
                 }
             }
             if self.may_release() {
                 if self.settings_changed {
-                    self.capture_settings().await?;
+                    Box::pin(self.capture_settings()).await?;
                 }
                 self.detach();
             }
@@ -239,9 +249,8 @@ impl Relay {
                 targets::Lift::No => {}
                 targets::Lift::Release => continue,
                 targets::Lift::Yes => {
-                    if self.take_frames_attaching().await? {
-                        return Ok(End::Terminated);
-                    }
+                    take = true;
+                    continue;
                 }
             }
             if shutting_down && self.is_quiet() {
@@ -262,41 +271,27 @@ impl Relay {
             };
             let has_server = server_writer.is_some();
             let deadline = self.routing.as_ref().and_then(|r| r.deadline);
+            let mut timed_out = false;
             // Polled in this order, not at random (no random number, no division per
             // poll). Each read stops while its output backs up past HIGH_WATER, so a side
             // that always has bytes cannot hold the other off for long; the timeout and
             // shutdown come first so a streaming result cannot hide them.
             tokio::select! {
                 biased;
-                _ = sleep_until(deadline), if deadline.is_some() && has_server => {
-                    self.statement_timed_out().await;
-                }
+                _ = sleep_until(deadline), if deadline.is_some() && has_server => timed_out = true,
                 () = self.session.shutdown.fired(), if !shutting_down => shutting_down = true,
                 read = read_server(server_reader), if has_server && self.to_client.len() < HIGH_WATER => {
-                    let lost = match read {
+                    let failed = match read {
                         Ok(0) | Err(_) => true,
                         Ok(_) => self.take_server_frames(false).is_err(),
                     };
-                    let retry = if lost { Some(retry::Retry::Lost) } else { self.retry };
-                    if let Some(retry) = retry {
-                        if !self.retry_read(retry).await? {
-                            return Ok(End::ServerLost);
-                        }
-                        if self.take_frames_attaching().await? {
-                            return Ok(End::Terminated);
-                        }
-                    }
+                    lost = if failed { Some(retry::Retry::Lost) } else { self.retry };
                 }
                 written = write_server(server_writer, &mut self.to_server),
                     if has_server && !self.to_server.is_empty() =>
                 {
                     if written.is_err() {
-                        if !self.retry_read(retry::Retry::Lost).await? {
-                            return Ok(End::ServerLost);
-                        }
-                        if self.take_frames_attaching().await? {
-                            return Ok(End::Terminated);
-                        }
+                        lost = Some(retry::Retry::Lost);
                     }
                 }
                 written = write_client(&mut self.client_writer, &mut self.to_client, &mut self.client_unflushed),
@@ -311,13 +306,12 @@ impl Relay {
                 {
                     match read {
                         Ok(0) | Err(_) => return Ok(End::ClientGone),
-                        Ok(_) => {
-                            if self.take_frames_attaching().await? {
-                                return Ok(End::Terminated);
-                            }
-                        }
+                        Ok(_) => take = true,
                     }
                 }
+            }
+            if timed_out {
+                Box::pin(self.statement_timed_out()).await;
             }
         }
     }

@@ -36,7 +36,7 @@ impl Relay {
             }
             drop(server);
             metrics::read_retried("replica_lost");
-            server = self.checkout().await?;
+            server = Box::pin(self.checkout()).await?;
         }
         // The transaction the proxy opened for the client begins here.
         let began = self
@@ -44,7 +44,7 @@ impl Relay {
             .as_mut()
             .is_some_and(|r| std::mem::take(&mut r.deferred_begin));
         if began {
-            run_hidden(&mut server, "BEGIN").await?;
+            Box::pin(run_hidden(&mut server, "BEGIN")).await?;
         }
         // Reported values that differ from what the client was told, it hears about
         // (compared only when this connection reports another set than the last one).
@@ -91,7 +91,7 @@ impl Relay {
             return Ok(());
         }
         if let Some(sql) = hidden::reconcile_settings(server.applied.as_deref(), wanted) {
-            run_hidden(server, &sql).await?;
+            Box::pin(run_hidden(server, &sql)).await?;
         }
         // Equal settings in another copy: from now on known by address.
         server.applied = Some(Arc::clone(&self.session.settings));

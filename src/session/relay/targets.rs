@@ -31,14 +31,16 @@ impl Relay {
     /// Takes client messages; whenever routing stops them for want of a connection, takes
     /// one where it asks and goes on. True when the client sent Terminate.
     pub(super) async fn take_frames_attaching(&mut self) -> Result<bool, SessionError> {
-        if self.attaches_first()? {
-            self.attach().await?;
-        }
+        // One place waits for the connection, wherever the need for one comes from.
+        let mut attach = self.attaches_first()?;
         loop {
+            if attach {
+                self.attach().await?;
+            }
             match self.take_client_frames()? {
                 Taken::Terminate => return Ok(true),
                 Taken::Stopped if self.server.is_none() && self.wants_connection() => {
-                    self.attach().await?;
+                    attach = true;
                 }
                 Taken::Stopped | Taken::All => return Ok(false),
             }
@@ -80,12 +82,12 @@ impl Relay {
     /// Checks out a server connection for the next transaction, where routing wants it.
     pub(super) async fn checkout(&mut self) -> Result<PooledServer, SessionError> {
         let Some(routing) = self.routing.as_mut() else {
-            return Ok(self.session.pools.primary.checkout().await?);
+            return Ok(Box::pin(self.session.pools.primary.checkout()).await?);
         };
         let want = routing.want.take().unwrap_or(Want::Primary);
         tracing::trace!(?want, "taking a server connection");
         if let Want::Read { any } = want {
-            if let Some((server, index)) = self.checkout_replica(any).await? {
+            if let Some((server, index)) = Box::pin(self.checkout_replica(any)).await? {
                 if let Some(routing) = self.routing.as_mut() {
                     routing.held(Role::Replica(index));
                 }
