@@ -121,11 +121,14 @@ pub fn intercept(sql: &[u8]) -> Option<Intercept> {
 
 use Intercept::{ExplainRoute, Invalid};
 
-/// Whether `route`, in any case, appears anywhere in `sql`.
+/// Whether `route`, in any case, appears anywhere in `sql`. Found by its `u`, rarer in
+/// SQL than its `r` (FROM, WHERE, ORDER…).
 fn names_route(sql: &[u8]) -> bool {
-    memchr::memchr2_iter(b'r', b'R', sql).any(|i| {
-        sql.get(i..i + 5)
-            .is_some_and(|w| w.eq_ignore_ascii_case(b"route"))
+    memchr::memchr2_iter(b'u', b'U', sql).any(|i| {
+        i >= 2
+            && sql
+                .get(i - 2..i + 3)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"route"))
     })
 }
 
@@ -251,6 +254,30 @@ mod tests {
             assert_eq!(hint.route, *route, "{sql}");
             assert_eq!(hint.explain, *explain, "{sql}");
             assert_eq!(hint.unknown, *unknown, "{sql}");
+        }
+    }
+
+    #[test]
+    fn finds_route_in_any_case_anywhere() {
+        for sql in [
+            "route",
+            "x ROUTE",
+            "pgstrata.Route;",
+            "u rOuTe",
+            "SHOW pgstrata.routE",
+        ] {
+            assert!(names_route(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "",
+            "u",
+            "uu",
+            "ute",
+            "rout",
+            "SELECT abalance FROM pgbench_accounts",
+            "r o u t e",
+        ] {
+            assert!(!names_route(sql.as_bytes()), "{sql}");
         }
     }
 

@@ -596,7 +596,12 @@ impl Statements {
 
     /// Nothing expected from the server: the connection may be handed back.
     pub fn is_settled(&self) -> bool {
-        !self.unnamed_pending && self.batches.iter().all(VecDeque::is_empty)
+        !self.unnamed_pending
+            && match self.batches.as_slices() {
+                // The usual case: one batch, the current one.
+                ([only], []) => only.is_empty(),
+                _ => self.batches.iter().all(VecDeque::is_empty),
+            }
     }
 
     /// Forgets the client's statement `name` (its Parse is about to be sent again).
