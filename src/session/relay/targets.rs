@@ -34,7 +34,7 @@ impl Relay {
         // One place waits for the connection, wherever the need for one comes from.
         let mut attach = self.attaches_first()?;
         loop {
-            if attach {
+            if std::mem::take(&mut attach) {
                 self.attach().await?;
             }
             match self.take_client_frames()? {
