@@ -87,13 +87,15 @@ async fn serve(
     Ok(())
 }
 
-/// Publishes per-pool server connection counts once a second.
+/// Once a second: gives each pool's long-unused warm connections back to bb8 (to be aged
+/// and closed there), then publishes its server connection counts.
 async fn sample_pools(proxy: Arc<proxy::Proxy>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let snapshot = proxy.snapshot();
         for pool in snapshot.pools.iter() {
+            pool.sweep();
             let (open, idle) = pool.counts();
             metrics::server_connections(&pool.name, open.saturating_sub(idle), idle);
         }

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
-use futures::FutureExt;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::{backend, frontend};
@@ -70,6 +69,8 @@ pub struct ServerConnection {
     /// Named statements the proxy prepared on this connection (transaction pooling).
     pub statements: crate::session::statements::ServerStatements,
     pub created: Instant,
+    /// The pool sweep at which its lifetime is over (0: not yet reckoned; set by the pool).
+    pub lifetime_ends: u32,
 }
 
 impl ServerConnection {
@@ -96,6 +97,7 @@ impl ServerConnection {
             applied: None,
             statements: Default::default(),
             created: Instant::now(),
+            lifetime_ends: 0,
         };
         conn.startup().await?;
         Ok(conn)
@@ -305,8 +307,11 @@ impl ServerConnection {
             return false;
         }
         // No readiness event since the last read: nothing arrived, and no syscall is
-        // needed to know it (this runs at every checkout).
-        if self.reader.readable().now_or_never().is_none() {
+        // needed to know it (this runs at every checkout). Polled with a waker that does
+        // nothing: no task waits on a pooled connection, and the next task to read it
+        // registers its own.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if self.reader.as_ref().poll_read_ready(&mut cx).is_pending() {
             return true;
         }
         let mut probe = [0u8; 1];

@@ -6,6 +6,8 @@ pub mod error;
 pub mod monitor;
 pub mod params;
 pub mod pool;
+pub mod pools;
+mod warm;
 
 pub use cancel::{CancelKey, CancelRegistry, CancelTarget};
 pub use connection::{ServerConnection, ServerKey, ServerTarget};
@@ -14,4 +16,5 @@ pub use monitor::{
     ClusterHealth, Lsn, MonitorCredentials, MonitorHandle, MonitorOptions, ServerHealth,
 };
 pub use params::Params;
-pub use pool::{Pool, PoolError, PoolSet, PooledServer, Pools};
+pub use pool::{Pool, PoolError, PooledServer};
+pub use pools::{PoolSet, Pools};

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use crate::support::{connect, eventually, primary, ProxyBuilder, REUSE_PROBE, REUSE_PROBE_TXN};
+use crate::support::{
+    connect, eventually, primary, server_sessions, ProxyBuilder, AGING_PROBE, REUSE_PROBE,
+    REUSE_PROBE_TXN,
+};
 
 in_both_pool_modes!(
     terminated_server_connections_are_not_reused,
@@ -99,4 +102,44 @@ async fn shutdown_lets_open_transactions_finish_and_closes_idle_sessions(mode: &
         .await
         .expect("shutdown finished")
         .expect("shutdown task");
+}
+
+/// Transaction pooling: a server connection in steady use still ends at its max_lifetime
+/// (it goes back to the pool after every transaction but is never idle for long), and
+/// connections nobody uses close after idle_timeout.
+#[tokio::test]
+async fn pooled_connections_age_out_in_use_and_when_idle() {
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .pool_size(4)
+        .database_option("max_lifetime: 2s")
+        .database_option("idle_timeout: 1s")
+        .start()
+        .await;
+    // This role is used by this test alone.
+    let (user, password, _) = AGING_PROBE;
+    let client = connect(&proxy.conn_string(user, password)).await;
+    let pid = || async {
+        client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("pid")
+            .get::<_, i32>(0)
+    };
+    let first = pid().await;
+    // One transaction after another, 50 ms apart: the connection is never left unused.
+    let replaced = eventually(Duration::from_secs(10), || async { pid().await != first }).await;
+    assert!(
+        replaced,
+        "the server connection outlived max_lifetime (2s) under steady use"
+    );
+    // Left alone, every connection of the pool closes.
+    let closed = eventually(Duration::from_secs(10), || async {
+        server_sessions(user).await == 0
+    })
+    .await;
+    assert!(closed, "idle server connections outlived idle_timeout (1s)");
+    // And the pool still serves.
+    assert_ne!(pid().await, first);
+    proxy.shutdown().await;
 }

@@ -32,7 +32,10 @@ pub const TXN_PROBE: (&str, &str, bool) = ("txn_probe", "txn-probe-secret", fals
 pub const PREPARED_PROBE: (&str, &str, bool) = ("prepared_probe", "prepared-probe-secret", false);
 /// Shared by transaction-pooling tests that count nothing.
 pub const TXN_SHARED: (&str, &str, bool) = ("txn_shared", "txn-shared-secret", false);
-const DEDICATED: [(&str, &str, bool); 9] = [
+/// (Each name sorts after `app`: health checks log in as the first user by name, and the
+/// clusters some tests start of their own have only the shared roles.)
+pub const AGING_PROBE: (&str, &str, bool) = ("txn_aging", "txn-aging-secret", false);
+const DEDICATED: [(&str, &str, bool); 10] = [
     LONELY_MD5,
     LONELY_SCRAM,
     REUSE_PROBE,
@@ -42,6 +45,7 @@ const DEDICATED: [(&str, &str, bool); 9] = [
     TXN_PROBE,
     PREPARED_PROBE,
     TXN_SHARED,
+    AGING_PROBE,
 ];
 pub const DATABASE: &str = "app";
 

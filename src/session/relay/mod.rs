@@ -231,7 +231,9 @@ impl Relay {
                 Some(end) => return Ok(end),
                 None => {}
             }
-            if self.transaction_over() {
+            // (The hidden round trips below leave the transaction over.)
+            let over = self.transaction_over();
+            if over {
                 if self.may_unpin {
                     Box::pin(self.check_unpin()).await?;
                 }
@@ -239,7 +241,8 @@ impl Relay {
                     Box::pin(self.read_floor_lsn()).await?;
                 }
             }
-            if self.may_release() {
+            // Transaction pooling: over and not pinned, the connection goes back.
+            if over && self.pin.is_none() {
                 if self.settings_changed {
                     Box::pin(self.capture_settings()).await?;
                 }

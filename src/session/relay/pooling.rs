@@ -98,11 +98,6 @@ impl Relay {
         Ok(())
     }
 
-    /// Transaction pooling: the transaction is over and nothing is in flight.
-    pub(super) fn may_release(&self) -> bool {
-        self.pin.is_none() && self.transaction_over()
-    }
-
     /// Transaction pooling, held connection: no transaction open, nothing in flight.
     pub(super) fn transaction_over(&self) -> bool {
         let Some(server) = self.server.as_deref() else {
