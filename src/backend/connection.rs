@@ -307,11 +307,13 @@ impl ServerConnection {
             return false;
         }
         // No readiness event since the last read: nothing arrived, and no syscall is
-        // needed to know it (this runs at every checkout). Polled with a waker that does
-        // nothing: no task waits on a pooled connection, and the next task to read it
-        // registers its own.
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if self.reader.as_ref().poll_read_ready(&mut cx).is_pending() {
+        // needed to know it (this runs at every checkout). `try_io` only reads the
+        // readiness flags: it registers no waker and leaves them as they are.
+        let ready = self
+            .reader
+            .as_ref()
+            .try_io(tokio::io::Interest::READABLE, || Ok(()));
+        if ready.is_err() {
             return true;
         }
         let mut probe = [0u8; 1];
