@@ -3,6 +3,7 @@
 //! a session loads it once per transaction and keeps it to the transaction's end.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -18,6 +19,11 @@ use crate::shutdown::Shutdown;
 
 pub struct Proxy {
     snapshot: ArcSwap<Snapshot>,
+    /// The generation of the snapshot in force, set after it is stored: comparing it is
+    /// cheaper than loading the snapshot (this runs at every transaction start).
+    generation: AtomicU64,
+    /// Reloads one at a time: each builds on the snapshot the last one stored.
+    reloading: std::sync::Mutex<()>,
     /// Fixed at start: a reload cannot move the listener.
     pub listen: ListenConfig,
     pub cancels: Arc<CancelRegistry>,
@@ -35,6 +41,8 @@ pub struct Snapshot {
     pub router: Router,
     /// Health of each cluster that has replicas.
     pub clusters: HashMap<String, Monitored>,
+    /// One more than the snapshot it replaced.
+    generation: u64,
 }
 
 /// A cluster's health and the task that keeps it current (stopped with the last user).
@@ -85,6 +93,7 @@ impl Snapshot {
             config: Arc::new(config),
             pools,
             clusters,
+            generation: previous.map_or(0, |p| p.generation + 1),
         }
     }
 
@@ -122,6 +131,8 @@ impl Proxy {
         Proxy {
             listen: config.listen.clone(),
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, None)),
+            generation: AtomicU64::new(0),
+            reloading: std::sync::Mutex::new(()),
             cancels: Arc::new(CancelRegistry::default()),
             tls,
             database_limits,
@@ -134,17 +145,24 @@ impl Proxy {
         self.snapshot.load_full()
     }
 
-    /// Whether `held` is still the snapshot in force: no reference count is touched (this
-    /// runs at every transaction start).
-    pub fn is_current(&self, held: &Arc<Snapshot>) -> bool {
-        Arc::ptr_eq(&self.snapshot.load(), held)
+    /// Whether `held` is still the snapshot in force (one atomic load: this runs at every
+    /// transaction start). During a reload it may still say yes for the old one until the
+    /// new one is stored, as if the transaction had started a moment earlier.
+    pub fn is_current(&self, held: &Snapshot) -> bool {
+        held.generation == self.generation.load(Ordering::Acquire)
     }
 
     /// Swaps in new rules. Sessions finish their current transaction on the old ones.
     pub fn reload(&self, config: Config) {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let previous = self.snapshot.load();
         let next = Snapshot::build(config, Some(&previous));
+        let generation = next.generation;
         self.snapshot.store(Arc::new(next));
+        self.generation.store(generation, Ordering::Release);
         tracing::info!("rules reloaded");
     }
 

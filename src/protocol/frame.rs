@@ -260,6 +260,18 @@ pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&buf[..end], &buf[end + 1..]))
 }
 
+/// The text of a body that is one C string (Query, CommandComplete): what comes before its
+/// NUL, or all of it without one. A well-formed body ends at its NUL, so the end is looked
+/// at first and no search is needed. (With a NUL before the end the message is malformed:
+/// the server refuses such a Query without running any of it, so that judging all of it
+/// instead changes nothing.)
+pub fn c_text(body: &[u8]) -> &[u8] {
+    match body.split_last() {
+        Some((0, text)) => text,
+        _ => cstr(body).map_or(body, |(text, _)| text),
+    }
+}
+
 /// A whole message (tag, length, body), for unit tests anywhere in the crate.
 #[cfg(test)]
 pub(crate) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -272,6 +284,24 @@ pub(crate) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One C string's text: before its NUL, wherever that is; all of it without one.
+    #[test]
+    fn c_text_is_what_comes_before_the_nul() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"SELECT 1\0", b"SELECT 1"),
+            (b"\0", b""),
+            (b"", b""),
+            (b"no nul", b"no nul"),
+            // Malformed: a NUL before the end; the text then runs to the last byte.
+            (b"SELECT 1\0DROP TABLE t\0", b"SELECT 1\0DROP TABLE t"),
+            // Without a NUL at the end, the first one ends it.
+            (b"UPDATE 1\0tail", b"UPDATE 1"),
+        ];
+        for (body, text) in cases {
+            assert_eq!(c_text(body), *text, "{}", String::from_utf8_lossy(body));
+        }
+    }
 
     #[test]
     fn splits_complete_frames_and_stops_at_partial() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
-use crate::protocol::frame::{cstr, Flow, HEADER_LEN};
+use crate::protocol::frame::{c_text, cstr, Flow, HEADER_LEN};
 
 /// Statements kept prepared on one server connection before the least recently used is
 /// closed.
@@ -572,7 +572,7 @@ impl Statements {
     /// once done: a failed one (an aborted transaction's 25P02) leaves every statement.
     /// Statements from messages sent after it, whose replies are still to come, stay.
     pub fn on_command_complete(&mut self, body: &[u8], server: &mut ServerStatements) {
-        let tag = cstr(body).map_or(body, |(tag, _)| tag);
+        let tag = c_text(body);
         if tag != b"DISCARD ALL" && tag != b"DEALLOCATE ALL" {
             return;
         }

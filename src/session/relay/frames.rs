@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::Relay;
 use crate::backend::ServerConnection;
 use crate::metrics;
-use crate::protocol::frame::{cstr, Flow};
+use crate::protocol::frame::{c_text, cstr, Flow};
 use crate::protocol::message::{self, Backend, Frontend};
 use crate::protocol::sqlstate::class_label;
 use crate::protocol::TxStatus;
@@ -315,7 +315,7 @@ fn statement_effects(kind: Frontend, body: &[u8], complete: bool) -> Effects {
         Frontend::Query | Frontend::Parse if !complete => unreadable,
         // Fast-path calls by OID: set_config and advisory locks may hide behind one.
         Frontend::FunctionCall => unreadable,
-        Frontend::Query => effects::effects(cstr(body).map_or(body, |(sql, _)| sql)),
+        Frontend::Query => effects::effects(c_text(body)),
         Frontend::Parse => match cstr(body) {
             Some((name, rest)) => {
                 let mut found = effects::effects(cstr(rest).map_or(rest, |(sql, _)| sql));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::routing::{batch_open_after, starts_batch, Context, Routing, Want};
-use crate::protocol::frame::{cstr, Frames, MAX_FRAME_LEN};
+use crate::protocol::frame::{c_text, cstr, Frames, MAX_FRAME_LEN};
 use crate::protocol::message::Frontend;
 use crate::protocol::SqlState;
 use crate::router::{self, Classified, Decision, Intercept, RequestCtx, RouteTarget};
@@ -110,7 +110,7 @@ impl Routing {
         cx: &Context<'_>,
     ) -> Option<Result<Judged, ()>> {
         let sql = match kind {
-            Frontend::Query => cstr(body).map_or(body, |(sql, _)| sql),
+            Frontend::Query => c_text(body),
             Frontend::Parse => cstr(body)
                 .and_then(|(_, rest)| cstr(rest))
                 .map(|(sql, _)| sql)?,

@@ -542,7 +542,7 @@ impl Routing {
     /// What a statement does to the transaction, by its normalized text.
     fn control(&self, kind: Frontend, body: &[u8]) -> Control {
         let sql = match kind {
-            Frontend::Query => crate::protocol::frame::cstr(body).map_or(body, |(sql, _)| sql),
+            Frontend::Query => crate::protocol::frame::c_text(body),
             Frontend::Parse => match crate::protocol::frame::cstr(body)
                 .and_then(|(_, rest)| crate::protocol::frame::cstr(rest))
             {
