@@ -232,6 +232,7 @@ impl Pool {
         if let Ok(slot) = self.home.slots.try_acquire() {
             while let Some(mut conn) = self.home.warm.take() {
                 if usable(&mut conn) {
+                    metrics::get().checkout_wait.record(Duration::ZERO);
                     return Ok(self.checked_out(conn, slot));
                 }
             }

@@ -129,12 +129,13 @@ fn names_route(sql: &[u8]) -> bool {
     let pairs = sql.iter().zip(next).fold(0u8, |found, (&a, &b)| {
         found | u8::from((a | 0x20) == b'u') & u8::from((b | 0x20) == b't')
     });
-    pairs != 0 && memchr::memchr2_iter(b'u', b'U', sql).any(|i| {
-        i >= 2
-            && sql
-                .get(i - 2..i + 3)
-                .is_some_and(|w| w.eq_ignore_ascii_case(b"route"))
-    })
+    pairs != 0
+        && memchr::memchr2_iter(b'u', b'U', sql).any(|i| {
+            i >= 2
+                && sql
+                    .get(i - 2..i + 3)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"route"))
+        })
 }
 
 fn alone() -> Intercept {

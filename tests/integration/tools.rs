@@ -196,7 +196,7 @@ async fn binary_serves_metrics_and_stops_on_sigterm() {
     std::fs::write(
         &config,
         format!(
-            "listen:\n  address: \"127.0.0.1:{port}\"\n  shutdown_timeout: 2s\nmetrics:\n  address: \"127.0.0.1:{metrics_port}\"\nclusters:\n  main:\n    primary: {{ host: 127.0.0.1, port: {} }}\ndatabases:\n  {DATABASE}:\n    cluster: main\nusers:\n  {APP_USER}:\n    auth: scram-sha-256\n    password: ${{TEST_APP_PASSWORD}}\n    server_password: ${{TEST_APP_PASSWORD}}\n",
+            "listen:\n  address: \"127.0.0.1:{port}\"\n  shutdown_timeout: 2s\nmetrics:\n  address: \"127.0.0.1:{metrics_port}\"\nclusters:\n  main:\n    primary: {{ host: 127.0.0.1, port: {} }}\ndatabases:\n  {DATABASE}:\n    cluster: main\n    pool_mode: transaction\nusers:\n  {APP_USER}:\n    auth: scram-sha-256\n    password: ${{TEST_APP_PASSWORD}}\n    server_password: ${{TEST_APP_PASSWORD}}\n",
             primary().port()
         ),
     )
@@ -234,6 +234,20 @@ async fn binary_serves_metrics_and_stops_on_sigterm() {
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }
+    // Transaction pooling takes a connection for every transaction, and every checkout
+    // counts in the wait histogram, the ones that did not wait too.
+    let sum = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let checkouts = sum("pgstrata_pool_checkout_wait_seconds_count");
+    assert!(
+        checkouts >= 5.0,
+        "{checkouts} checkouts counted for five transactions:\n{metrics}"
+    );
     drop(client);
     let pid = child.id().to_string();
     assert!(Command::new("kill")
