@@ -231,22 +231,21 @@ impl Relay {
                 Some(end) => return Ok(end),
                 None => {}
             }
-            // (The hidden round trips below leave the transaction over.)
-            let over = self.transaction_over();
-            if over {
+            if self.transaction_over() {
+                // (The hidden round trips here leave the transaction over.)
                 if self.may_unpin {
                     Box::pin(self.check_unpin()).await?;
                 }
                 if self.routing.as_ref().is_some_and(Routing::needs_floor) {
                     Box::pin(self.read_floor_lsn()).await?;
                 }
-            }
-            // Transaction pooling: over and not pinned, the connection goes back.
-            if over && self.pin.is_none() {
-                if self.settings_changed {
-                    Box::pin(self.capture_settings()).await?;
+                // Transaction pooling: over and not pinned, the connection goes back.
+                if self.pin.is_none() {
+                    if self.settings_changed {
+                        Box::pin(self.capture_settings()).await?;
+                    }
+                    self.detach();
                 }
-                self.detach();
             }
             match self.barrier_lifted() {
                 targets::Lift::No => {}
