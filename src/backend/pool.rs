@@ -50,9 +50,6 @@ impl ManageConnection for ServerManager {
     }
 }
 
-/// A server connection checked out of a pool. On drop it goes back to the pool's warm
-/// stack if it can be used again (to bb8 otherwise, which closes it), then the next
-/// waiting client is let in.
 /// How often bb8 closes idle and aged connections: often enough that a short idle timeout
 /// or lifetime is kept to within about half of itself (bb8's own default is 30 s).
 fn reaper_rate(settings: &PoolConfig) -> Duration {
@@ -74,6 +71,9 @@ fn usable(conn: &mut ServerConnection) -> bool {
     usable
 }
 
+/// A server connection checked out of a pool. On drop it goes back to the pool's warm
+/// stack if it can be used again (to bb8 otherwise, which closes it), then the next
+/// waiting client is let in.
 pub struct PooledServer {
     /// Always present until dropped.
     conn: Option<Conn>,
