@@ -129,6 +129,9 @@ struct ClientStatement {
     prepared: Arc<Prepared>,
 }
 
+/// The largest finished batch queue kept for reuse, in replies.
+const SPARE_CAPACITY: usize = 64;
+
 /// Per-session state: the client's names and the replies still expected, batch by batch.
 #[derive(Debug)]
 pub struct Statements {
@@ -145,6 +148,9 @@ pub struct Statements {
     /// Parse/Close replies expected, for each batch sent (ended by Sync or Query); the
     /// last one is still open.
     batches: VecDeque<VecDeque<Reply>>,
+    /// A finished batch's emptied queue, kept for the next batch: a session that parses
+    /// in every batch then allocates nothing per batch.
+    spare: VecDeque<Reply>,
 }
 
 impl Default for Statements {
@@ -156,6 +162,7 @@ impl Default for Statements {
             unnamed_here: false,
             unnamed_pending: false,
             batches: VecDeque::from([VecDeque::new()]),
+            spare: VecDeque::new(),
         }
     }
 }
@@ -212,12 +219,12 @@ impl Statements {
                 // A simple Query destroys the unnamed statement.
                 self.unnamed_here = false;
                 self.unnamed_pending = false;
-                self.batches.push_back(VecDeque::new());
+                self.new_batch();
                 Flow::Forward
             }
             b'S' => {
                 self.syncs_since_execute += 1;
-                self.batches.push_back(VecDeque::new());
+                self.new_batch();
                 Flow::Forward
             }
             b'c' | b'f' => {
@@ -228,9 +235,13 @@ impl Statements {
         }
     }
 
+    fn new_batch(&mut self) {
+        self.batches.push_back(std::mem::take(&mut self.spare));
+    }
+
     fn open_batch(&mut self) -> &mut VecDeque<Reply> {
         if self.batches.is_empty() {
-            self.batches.push_back(VecDeque::new());
+            self.new_batch();
         }
         let last = self.batches.len() - 1;
         &mut self.batches[last]
@@ -511,7 +522,13 @@ impl Statements {
             }
             b'Z' => {
                 if self.batches.len() > 1 {
-                    self.batches.pop_front();
+                    if let Some(mut done) = self.batches.pop_front() {
+                        // (A very large batch's queue is not kept.)
+                        if done.capacity() <= SPARE_CAPACITY {
+                            done.clear();
+                            self.spare = done;
+                        }
+                    }
                 }
                 Flow::Forward
             }
@@ -796,6 +813,29 @@ mod tests {
             client.on_server(b'1', &mut server);
         }
         assert!(client.is_settled());
+    }
+
+    #[test]
+    fn a_finished_batch_queue_is_reused_empty() {
+        let mut server = ServerStatements::default();
+        let mut client = Statements::default();
+        // An unnamed Parse whose reply is dropped by an error: nothing of it may show up
+        // in the next batch, which reuses the queue.
+        let parse = body(&[b"\0", QUERY]);
+        for _ in 0..3 {
+            client.on_client(b'P', parse.len() + 5, &parse, true, &mut server);
+            client.on_client(b'P', parse.len() + 5, &parse, true, &mut server);
+            client.on_client(b'S', 5, b"", true, &mut server);
+            assert_eq!(client.on_server(b'1', &mut server), Flow::Forward);
+            client.on_server(b'Z', &mut server);
+            assert_eq!(client.batches.len(), 1);
+            assert!(client.batches[0].is_empty());
+        }
+        assert!(client.spare.is_empty() && client.spare.capacity() >= 2);
+        // The queue in use is the spare from before: no allocation per batch.
+        client.on_client(b'S', 5, b"", true, &mut server);
+        assert_eq!(client.spare.capacity(), 0);
+        assert!(client.batches.iter().all(VecDeque::is_empty));
     }
 
     #[test]
