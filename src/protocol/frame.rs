@@ -256,9 +256,18 @@ pub fn startup_packet_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
 
 /// Reads a NUL-terminated string at the front of `buf`, returning it and the rest.
 pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = memchr::memchr(0, buf)?;
+    // Statement and portal names are mostly empty or short: a plain scan of the first
+    // bytes finds their end sooner than memchr's vector search, which is kept for text.
+    let head = buf.len().min(SHORT_CSTR);
+    let end = match buf[..head].iter().position(|&b| b == 0) {
+        Some(end) => end,
+        None => head + memchr::memchr(0, &buf[head..])?,
+    };
     Some((&buf[..end], &buf[end + 1..]))
 }
+
+/// How many bytes `cstr` scans one by one before it searches with memchr.
+const SHORT_CSTR: usize = 16;
 
 /// The text of a body that is one C string (Query, CommandComplete): what comes before its
 /// NUL, or all of it without one. A well-formed body ends at its NUL, so the end is looked
@@ -506,5 +515,17 @@ mod tests {
     fn cstr_splits_at_nul() {
         assert_eq!(cstr(b"ab\0cd"), Some((&b"ab"[..], &b"cd"[..])));
         assert_eq!(cstr(b"ab"), None);
+        assert_eq!(cstr(b"\0"), Some((&b""[..], &b""[..])));
+        // Around the end of the short scan, and past it (memchr's part).
+        for len in [SHORT_CSTR - 1, SHORT_CSTR, SHORT_CSTR + 1, 200] {
+            let mut buf = vec![b'x'; len];
+            buf.extend_from_slice(b"\0rest\0");
+            assert_eq!(
+                cstr(&buf),
+                Some((&buf[..len], &b"rest\0"[..])),
+                "length {len}"
+            );
+            assert_eq!(cstr(&buf[..len]), None, "length {len} without its NUL");
+        }
     }
 }
