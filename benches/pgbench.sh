@@ -27,7 +27,9 @@
 #   THREADS=2               pgbench -j (capped at the client count)
 #   SCALE=10                pgbench -i scale
 #   WARMUP_SECONDS=2        one warm-up run per target before measuring (0: none)
-#   PGSTRATA_BIN            use this binary instead of `cargo build --release`
+#   PGSTRATA_BIN            use this binary instead of building one
+#   PGO=1                   1: build pgstrata with scripts/pgo-build.sh (profile-guided,
+#                           as we recommend for production); 0: plain `cargo build --release`
 #   PGSTRATA_THREADS        pgstrata --threads (default: half the cores, at least 1)
 #   PG_BIN                  PostgreSQL bin dir (default: newest /usr/lib/postgresql/*/bin)
 #   SERVER_AUTH=scram-sha-256  pg_hba method for TCP connections (scram-sha-256|md5|trust)
@@ -56,6 +58,7 @@ SERVER_AUTH="${SERVER_AUTH:-scram-sha-256}"
 RESULTS_CSV="${RESULTS_CSV:-}"
 KEEP_TMP="${KEEP_TMP:-0}"
 REPLICA="${REPLICA:-0}"
+PGO="${PGO:-1}"
 
 BENCH_USER=bench
 BENCH_PASSWORD=bench-secret
@@ -79,6 +82,7 @@ check_knobs() {
         [[ "$t" =~ ^(direct|pgstrata|pgbouncer|pgpool)$ ]] || die "unknown target '$t' in TARGETS"
     done
     [[ "$REPLICA" == 0 || "$REPLICA" == 1 ]] || die "REPLICA must be 0 or 1, not '$REPLICA'"
+    [[ "$PGO" == 0 || "$PGO" == 1 ]] || die "PGO must be 0 or 1, not '$PGO'"
     for n in "$ROUNDS" "$BENCH_SECONDS" "$POOL_SIZE" "$THREADS" "$SCALE" "$WARMUP_SECONDS" $CLIENTS; do
         [[ "$n" =~ ^[0-9]+$ ]] || die "expected a number, got '$n'"
     done
@@ -139,9 +143,14 @@ ensure_pgstrata() {
         [[ -x "$PGSTRATA_BIN" ]] || die "PGSTRATA_BIN=$PGSTRATA_BIN is not executable"
         return
     fi
-    log "building pgstrata (cargo build --release)"
-    (cd "$repo" && cargo build --release) >&2
-    PGSTRATA_BIN="$repo/target/release/pgstrata"
+    if [[ "$PGO" == 1 ]]; then
+        log "building pgstrata with profile-guided optimisation (scripts/pgo-build.sh)"
+        PGSTRATA_BIN="$(bash "$repo/scripts/pgo-build.sh")"
+    else
+        log "building pgstrata (cargo build --release)"
+        (cd "$repo" && cargo build --release) >&2
+        PGSTRATA_BIN="$repo/target/release/pgstrata"
+    fi
 }
 
 # ---------------------------------------------------------------- helpers
