@@ -145,7 +145,8 @@ ensure_pgstrata() {
     fi
     if [[ "$PGO" == 1 ]]; then
         log "building pgstrata with profile-guided optimisation (scripts/pgo-build.sh)"
-        PGSTRATA_BIN="$(bash "$repo/scripts/pgo-build.sh")"
+        PGSTRATA_BIN="$(bash "$repo/scripts/pgo-build.sh")" ||
+            die "scripts/pgo-build.sh failed (PGO=0 makes a plain release build)"
     else
         log "building pgstrata (cargo build --release)"
         (cd "$repo" && cargo build --release) >&2
