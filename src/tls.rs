@@ -148,7 +148,7 @@ impl ClientWriter {
     }
 
     /// Writes without waiting, where the transport allows it (plain TCP): the bytes written,
-    /// or WouldBlock. TLS always answers WouldBlock and is written by the relay's select.
+    /// or WouldBlock. TLS always answers WouldBlock and is written when the relay's wait finds the socket writable.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             ClientWriter::Plain(w) => w.try_write(buf),

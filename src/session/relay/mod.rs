@@ -1,4 +1,4 @@
-//! The relay: one `select!` over client bytes, server bytes, pending writes and shutdown.
+//! The relay: one wait (`wait.rs`) over client bytes, server bytes, pending writes and shutdown.
 //! Messages stream through as their original bytes; only headers (and the bodies of a few
 //! small messages) are read. In transaction pooling the server connection is taken from
 //! the pool when a transaction starts and given back when it ends.
@@ -10,6 +10,7 @@ mod release;
 mod retry;
 mod routing;
 mod targets;
+mod wait;
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
@@ -17,13 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
 
 use super::error::SessionError;
 use super::state::RelayState;
 use super::statements::Statements;
-use crate::backend::{CancelKey, Params, PoolSet, PooledServer, ServerConnection};
+use crate::backend::{CancelKey, Params, PoolSet, PooledServer};
 use crate::metrics;
 use crate::protocol::frame::Streamer;
 use crate::proxy::{Proxy, Snapshot};
@@ -116,6 +116,8 @@ pub struct Relay {
     replay_names: Vec<Vec<u8>>,
     /// The answer to the kept request's first batch has started: it cannot be sent again.
     replay_started: bool,
+    /// The read timeout's timer, kept between wakes.
+    timer: wait::Timer,
 }
 
 impl Relay {
@@ -160,6 +162,7 @@ impl Relay {
             retry: None,
             replay_names: Vec::new(),
             replay_started: false,
+            timer: wait::Timer::default(),
         }
     }
 
@@ -259,67 +262,43 @@ impl Relay {
                 return Ok(End::Shutdown);
             }
             reserve(&mut self.from_client);
-            let (server_reader, server_writer) = match self.server.as_deref_mut() {
-                Some(ServerConnection {
-                    reader,
-                    writer,
-                    read_buf,
-                    ..
-                }) => {
-                    reserve(read_buf);
-                    (Some((reader, read_buf)), Some(writer))
-                }
-                None => (None, None),
-            };
-            let has_server = server_writer.is_some();
-            let deadline = self.routing.as_ref().and_then(|r| r.deadline);
-            let mut timed_out = false;
-            // Polled in this order, not at random (no random number, no division per
-            // poll). Each read stops while its output backs up past HIGH_WATER, so a side
-            // that always has bytes cannot hold the other off for long; the timeout and
-            // shutdown come first so a streaming result cannot hide them.
-            tokio::select! {
-                biased;
-                _ = sleep_until(deadline), if deadline.is_some() && has_server => timed_out = true,
-                () = self.session.shutdown.fired(), if !shutting_down => shutting_down = true,
-                read = read_server(server_reader), if has_server && self.to_client.len() < HIGH_WATER => {
+            if let Some(server) = self.server.as_deref_mut() {
+                reserve(&mut server.read_buf);
+            }
+            match self.wait(shutting_down).await {
+                wait::Wake::TimedOut => Box::pin(self.statement_timed_out()).await,
+                wait::Wake::Shutdown => shutting_down = true,
+                wait::Wake::ServerRead(read) => {
                     let failed = match read {
                         Ok(0) | Err(_) => true,
                         Ok(_) => self.take_server_frames(false).is_err(),
                     };
-                    lost = if failed { Some(retry::Retry::Lost) } else { self.retry };
+                    lost = if failed {
+                        Some(retry::Retry::Lost)
+                    } else {
+                        self.retry
+                    };
                 }
-                written = write_server(server_writer, &mut self.to_server),
-                    if has_server && !self.to_server.is_empty() =>
-                {
+                wait::Wake::ServerWritten(written) => {
                     if written.is_err() {
                         lost = Some(retry::Retry::Lost);
                     }
                 }
-                written = write_client(&mut self.client_writer, &mut self.to_client, &mut self.client_unflushed),
-                    if !self.to_client.is_empty() || self.client_unflushed =>
-                {
+                wait::Wake::ClientWritten(written) => {
                     if written.is_err() {
                         return Ok(End::ClientGone);
                     }
                 }
-                read = self.client_reader.read_buf(&mut self.from_client),
-                    if self.to_server.len() < HIGH_WATER && self.from_client.len() < INPUT_LIMIT =>
-                {
-                    match read {
-                        Ok(0) | Err(_) => return Ok(End::ClientGone),
-                        Ok(_) => take = true,
-                    }
-                }
-            }
-            if timed_out {
-                Box::pin(self.statement_timed_out()).await;
+                wait::Wake::ClientRead(read) => match read {
+                    Ok(0) | Err(_) => return Ok(End::ClientGone),
+                    Ok(_) => take = true,
+                },
             }
         }
     }
 
     /// Writes what each side will take right now without waiting: most replies leave
-    /// here, saving a trip around the select loop.
+    /// here, saving a trip around the wait loop.
     fn write_ahead(&mut self) -> Option<End> {
         if let Some(server) = self.server.as_deref() {
             if !self.to_server.is_empty() {
@@ -358,36 +337,6 @@ impl Relay {
     }
 }
 
-async fn sleep_until(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn read_server(
-    server: Option<(&mut OwnedReadHalf, &mut BytesMut)>,
-) -> std::io::Result<usize> {
-    match server {
-        Some((reader, buf)) => reader.read_buf(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn write_server(
-    writer: Option<&mut OwnedWriteHalf>,
-    buf: &mut BytesMut,
-) -> std::io::Result<usize> {
-    match writer {
-        Some(writer) => {
-            let written = writer.write_buf(buf).await;
-            rewind(buf);
-            written
-        }
-        None => std::future::pending().await,
-    }
-}
-
 /// Makes room for a read. An empty buffer starts again at the front of its memory: reads
 /// and writes then keep touching the same few cache lines instead of walking the whole
 /// allocation (which costs cache misses here and in the kernel's copies).
@@ -405,20 +354,4 @@ fn rewind(buf: &mut BytesMut) {
         // Asking for more than the capacity after the start reclaims what lies before it.
         let _ = buf.try_reclaim(buf.capacity() + 1);
     }
-}
-
-async fn write_client(
-    writer: &mut ClientWriter,
-    buf: &mut BytesMut,
-    unflushed: &mut bool,
-) -> std::io::Result<()> {
-    if buf.is_empty() {
-        writer.flush().await?;
-        *unflushed = false;
-    } else {
-        writer.write_buf(buf).await?;
-        rewind(buf);
-        *unflushed = writer.is_tls();
-    }
-    Ok(())
 }
