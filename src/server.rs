@@ -34,14 +34,20 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
                     match Arc::clone(&slots).try_acquire_owned() {
                         Ok(slot) => {
                             let proxy = Arc::clone(&proxy);
-                            sessions.spawn(async move {
+                            let session = async move {
                                 let m = metrics::get();
                                 m.clients_accepted.increment(1);
                                 m.client_connections.increment(1.0);
                                 session::serve(tcp, proxy).await;
                                 m.client_connections.decrement(1.0);
                                 drop(slot);
-                            }.instrument(span));
+                            };
+                            // A span no subscriber wants is not entered and left at every
+                            // wake of the session.
+                            match span.is_disabled() {
+                                true => sessions.spawn(session),
+                                false => sessions.spawn(session.instrument(span)),
+                            };
                         }
                         Err(_) => {
                             sessions.spawn(refuse(tcp).instrument(span));
