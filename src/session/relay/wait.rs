@@ -58,7 +58,7 @@ impl Timer {
 }
 
 impl Relay {
-    /// Waits until one of the relay's sources is ready. Polled in this order, not at
+    /// Waits until one of the relay's sources is ready. Polled in a fixed order, not at
     /// random (no random number per poll). Each read stops while its output backs up past
     /// HIGH_WATER, so a side that always has bytes cannot hold the other off for long; the
     /// timeout and shutdown come first so a streaming result cannot hide them.
@@ -75,6 +75,16 @@ impl Relay {
         }
         if !shutting_down && self.session.shutdown.poll_fired(cx).is_ready() {
             return Poll::Ready(Wake::Shutdown);
+        }
+        // With nothing owed by the server, the next bytes are most likely the client's:
+        // its read comes first, which spares a poll of the server's at each request.
+        // (Once a request is sent the server owes a reply and comes first again, so
+        // neither side holds the other off.)
+        let client_first = self.state.is_idle();
+        if client_first {
+            if let Poll::Ready(wake) = self.poll_client_read(cx) {
+                return Poll::Ready(wake);
+            }
         }
         if let Some(ServerConnection {
             reader,
@@ -105,6 +115,14 @@ impl Relay {
                 return Poll::Ready(Wake::ClientWritten(written));
             }
         }
+        if !client_first {
+            return self.poll_client_read(cx);
+        }
+        Poll::Pending
+    }
+
+    #[inline(always)]
+    fn poll_client_read(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
         if self.to_server.len() < HIGH_WATER && self.from_client.len() < INPUT_LIMIT {
             let reader = Pin::new(&mut self.client_reader);
             if let Poll::Ready(read) = poll_read_buf(reader, cx, &mut self.from_client) {
