@@ -121,6 +121,7 @@ impl Relay {
         Poll::Pending
     }
 
+    /// (Inlined at both call sites: fewer code lines per transaction under callgrind.)
     #[inline(always)]
     fn poll_client_read(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
         if self.to_server.len() < HIGH_WATER && self.from_client.len() < INPUT_LIMIT {
