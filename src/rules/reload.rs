@@ -1,10 +1,11 @@
-//! Hot reload: on SIGHUP, or when a file in the rules file's directory changes (polled, no
-//! watcher dependency), read → parse → validate → build and hand the new `Config` over. An
-//! invalid file is logged problem by problem and counted; the running config stays.
+//! Hot reload: on SIGHUP, or when the rules file changes (polled, no watcher dependency),
+//! read → parse → validate → build and hand the new `Config` over. An invalid file is
+//! logged problem by problem and counted; the running config stays.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::future::Future;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,8 +21,10 @@ use super::problem::ConfigErrors;
 /// How often the directory is scanned; a change is applied one to two intervals later.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Watches `path` (and every file in its directory: certificates, Kubernetes' `..data`
-/// symlink swap) and SIGHUP until `shutdown` completes. On a trigger, `reload_once`; a valid
+/// Watches `path` (through symlinks, and the `..` entries beside it: Kubernetes swaps a
+/// mounted ConfigMap by re-pointing its `..data` symlink) and SIGHUP until `shutdown`
+/// completes. Other files in the directory are not watched: a log file written there
+/// must not make every write a reload (which logs, which is a write...). On a trigger, `reload_once`; a valid
 /// config goes to `apply`.
 ///
 /// The directory's state is taken when `watch` is called, not when the future first runs,
@@ -33,7 +36,8 @@ pub fn watch(
     shutdown: impl Future<Output = ()>,
 ) -> impl Future<Output = ()> {
     let dir = directory_of(&path);
-    let mut changes = ChangeDetector::new(Snapshot::scan(&dir));
+    let name = path.file_name().map(OsString::from).unwrap_or_default();
+    let mut changes = ChangeDetector::new(Snapshot::scan(&dir, &name));
     async move {
         let mut hangup = signal(SignalKind::hangup())
             .map_err(|error| {
@@ -49,7 +53,7 @@ pub fn watch(
                 Some(()) = next_hangup(&mut hangup) => true,
                 _ = ticks.tick() => false,
             };
-            let scan = Snapshot::scan(&dir);
+            let scan = Snapshot::scan(&dir, &name);
             let due = if signalled {
                 tracing::info!("SIGHUP: reloading the rules");
                 changes.reset(scan);
@@ -123,23 +127,33 @@ fn directory_of(path: &Path) -> PathBuf {
     }
 }
 
-/// Each file of a directory by name: modification time and length (symlinks followed).
+/// The watched entries of a directory by name: modification time, length and inode
+/// (symlinks followed; the inode tells a file renamed over the old one).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Snapshot(BTreeMap<OsString, (Option<SystemTime>, u64)>);
+struct Snapshot(BTreeMap<OsString, (Option<SystemTime>, u64, u64)>);
 
 impl Snapshot {
-    /// An unreadable directory scans as empty, so its return counts as a change.
-    fn scan(dir: &Path) -> Self {
+    /// The entry called `name` and those whose names start with `..`. An unreadable
+    /// directory scans as empty, so its return counts as a change.
+    fn scan(dir: &Path, name: &OsString) -> Self {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return Self::default();
         };
-        let files = entries.filter_map(Result::ok).filter_map(|entry| {
-            // A dangling symlink still counts, by its own metadata.
-            let meta = std::fs::metadata(entry.path())
-                .or_else(|_| entry.metadata())
-                .ok()?;
-            Some((entry.file_name(), (meta.modified().ok(), meta.len())))
-        });
+        let watched = |entry: &std::fs::DirEntry| {
+            let file = entry.file_name();
+            file == *name || file.as_encoded_bytes().starts_with(b"..")
+        };
+        let files = entries
+            .filter_map(Result::ok)
+            .filter(watched)
+            .filter_map(|entry| {
+                // A dangling symlink still counts, by its own metadata.
+                let meta = std::fs::metadata(entry.path())
+                    .or_else(|_| entry.metadata())
+                    .ok()?;
+                let stamp = (meta.modified().ok(), meta.len(), meta.ino());
+                Some((entry.file_name(), stamp))
+            });
         Self(files.collect())
     }
 }
@@ -201,13 +215,15 @@ users: { app: { auth: trust } }
     fn scans_see_content_time_and_names() {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("pgstrata.yaml");
+        let name = OsString::from("pgstrata.yaml");
+        let scan = |dir: &Path| Snapshot::scan(dir, &name);
         std::fs::write(&file, "a: 1\n").expect("write");
-        let first = Snapshot::scan(dir.path());
+        let first = scan(dir.path());
         assert_eq!(first.0.len(), 1);
-        assert_eq!(Snapshot::scan(dir.path()), first, "nothing changed");
+        assert_eq!(scan(dir.path()), first, "nothing changed");
 
         std::fs::write(&file, "a: 10\n").expect("write");
-        let longer = Snapshot::scan(dir.path());
+        let longer = scan(dir.path());
         assert_ne!(longer, first, "length changed");
 
         // Same length, other content: seen through the modification time.
@@ -216,15 +232,28 @@ users: { app: { auth: trust } }
             &file,
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
         );
-        let touched = Snapshot::scan(dir.path());
+        let touched = scan(dir.path());
         assert_ne!(touched, longer, "mtime changed");
 
-        std::fs::write(dir.path().join("server.crt"), "cert").expect("write");
-        assert_ne!(Snapshot::scan(dir.path()), touched, "a new file");
-        assert_eq!(
-            Snapshot::scan(&dir.path().join("gone")),
-            Snapshot::default()
+        // A log (or any other file) written beside the rules is not a change.
+        std::fs::write(dir.path().join("proxy.log"), "a line").expect("write");
+        assert_eq!(scan(dir.path()), touched, "an unrelated file");
+
+        // Same length and time, another file renamed over it: seen through the inode.
+        let other = dir.path().join(".pgstrata.yaml.tmp");
+        std::fs::write(&other, "a: 30\n").expect("write");
+        set_mtime(
+            &other,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
         );
+        assert_eq!(scan(dir.path()), touched, "a temporary file beside it");
+        std::fs::rename(&other, &file).expect("rename");
+        assert_ne!(scan(dir.path()), touched, "renamed over");
+
+        let swapped = scan(dir.path());
+        std::fs::create_dir(dir.path().join("..data")).expect("mkdir");
+        assert_ne!(scan(dir.path()), swapped, "Kubernetes' ..data entry");
+        assert_eq!(scan(&dir.path().join("gone")), Snapshot::default());
     }
 
     #[test]
@@ -232,7 +261,7 @@ users: { app: { auth: trust } }
         let snapshot = |files: &[(&str, u64)]| {
             let files = files
                 .iter()
-                .map(|(name, len)| (OsString::from(name), (None, *len)));
+                .map(|(name, len)| (OsString::from(name), (None, *len, 0)));
             Snapshot(files.collect())
         };
         let old = snapshot(&[("pgstrata.yaml", 10)]);
