@@ -840,3 +840,119 @@ async fn a_blocked_statement_aborts_its_transaction() {
     assert_eq!(n, 0, "the blocked transaction's insert was committed");
     proxy.shutdown().await;
 }
+
+/// Settings are made on the primary: a default of serializable isolation (which a hot
+/// standby cannot even read back under) and a SET prepared as a named statement (which
+/// pins the session where it is parsed) leave the session working, its writes included.
+#[tokio::test]
+async fn settings_are_made_on_the_primary() {
+    let cluster = support::cluster();
+    let (primary_port, replica_port) = ports(cluster);
+    create_table(
+        cluster,
+        "CREATE TABLE IF NOT EXISTS routing_after_set (id int)",
+    )
+    .await;
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .with_replica()
+        .start()
+        .await;
+    let serializable = connect(&proxy.app_conn_string()).await;
+    replica_in_use(&serializable, replica_port).await;
+    serializable
+        .batch_execute("SET default_transaction_isolation = 'serializable'")
+        .await
+        .expect("set serializable");
+    for _ in 0..5 {
+        let row = serializable
+            .query_one("SHOW default_transaction_isolation", &[])
+            .await
+            .expect("the session goes on");
+        assert_eq!(row.get::<_, String>(0), "serializable");
+    }
+    assert_eq!(
+        served_by(&serializable, WHERE).await,
+        (false, i32::from(primary_port)),
+        "serializable transactions run on the primary"
+    );
+
+    let prepared = connect(&proxy.app_conn_string()).await;
+    replica_in_use(&prepared, replica_port).await;
+    let set = prepared
+        .prepare("SET application_name = 'prepared-set'")
+        .await
+        .expect("prepare SET");
+    prepared.execute(&set, &[]).await.expect("run SET");
+    prepared
+        .batch_execute("BEGIN; INSERT INTO routing_after_set VALUES (1); COMMIT")
+        .await
+        .expect("a write after a prepared SET");
+    proxy.shutdown().await;
+}
+
+/// A pipeline sent in pieces, a read then a write with no Sync between (psycopg's
+/// pipeline mode): the batch runs as one implicit transaction, so all of it goes to the
+/// primary, and the write succeeds as it does directly.
+#[tokio::test]
+async fn a_pipelined_write_after_a_read_in_one_batch_runs_on_the_primary() {
+    use crate::wire::{message, read_until_ready, trust_login};
+    use tokio::io::AsyncWriteExt;
+    let cluster = support::cluster();
+    let (_, replica_port) = ports(cluster);
+    create_table(
+        cluster,
+        "CREATE TABLE IF NOT EXISTS routing_pipeline (id int)",
+    )
+    .await;
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .with_replica()
+        .start()
+        .await;
+    let warm = connect(&proxy.app_conn_string()).await;
+    replica_in_use(&warm, replica_port).await;
+    let unnamed = |sql: &str| {
+        let mut parse = format!("\0{sql}\0").into_bytes();
+        parse.extend_from_slice(&0i16.to_be_bytes());
+        [
+            message(b'P', &parse),
+            message(b'B', b"\0\0\0\0\0\0\0\0"),
+            message(b'E', b"\0\0\0\0\0"),
+        ]
+        .concat()
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], proxy.port()));
+    let mut stream = trust_login(addr).await;
+    stream
+        .write_all(&unnamed("SELECT pg_is_in_recovery()"))
+        .await
+        .expect("send the read");
+    stream.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let write = [
+        unnamed("INSERT INTO routing_pipeline VALUES (1)"),
+        message(b'S', b""),
+    ]
+    .concat();
+    stream.write_all(&write).await.expect("send the write");
+    let reply = read_until_ready(&mut stream).await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        !reply.contains(&b'E') || !text.contains("read-only"),
+        "{text}"
+    );
+    assert!(text.contains("INSERT 0 1"), "the write ran: {text}");
+    // The read ran on the primary too: it reports no recovery.
+    let mut tags = Vec::new();
+    let mut rest = &reply[..];
+    while rest.len() >= 5 {
+        let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        tags.push((rest[0], rest[5..1 + len].to_vec()));
+        rest = &rest[1 + len..];
+    }
+    assert!(tags.iter().all(|(tag, _)| *tag != b'E'), "{text}");
+    let row = tags.iter().find(|(tag, _)| *tag == b'D').expect("a row");
+    assert_eq!(row.1, b"\0\x01\0\0\0\x01f", "pg_is_in_recovery() = false");
+    proxy.shutdown().await;
+}

@@ -51,30 +51,42 @@ impl Routing {
         app: &str,
     ) {
         self.later_writes.clear();
+        self.batch_ends.clear();
+        self.input_len = buf.len();
         if self.nothing_to_route() {
             return;
         }
         let mut open = self.batch_open;
-        let mut current: Option<(usize, bool)> = None; // (statements seen, a later one writes)
+        // (statements seen, a later one writes, its end has come)
+        let mut current: Option<(usize, bool, bool)> = None;
         for frame in Frames::new(buf, MAX_FRAME_LEN).map_while(Result::ok) {
             let kind = Frontend::from_tag(frame.tag);
             let leader = starts_batch(kind, open);
             if leader {
-                if let Some((_, writes)) = current.take() {
+                // A batch that another follows has ended.
+                if let Some((_, writes, _)) = current.take() {
                     self.later_writes.push_back(writes);
+                    self.batch_ends.push_back(true);
                 }
-                current = Some((0, false));
+                current = Some((0, false, false));
             }
-            if let (Some((seen, writes)), Frontend::Parse | Frontend::Bind) = (&mut current, kind) {
-                *seen += 1;
-                if *seen > 1 && !*writes {
-                    *writes = self.statement_writes(kind, frame.body(buf), statements, app);
+            if let Some((seen, writes, ended)) = &mut current {
+                match kind {
+                    Frontend::Parse | Frontend::Bind => {
+                        *seen += 1;
+                        if *seen > 1 && !*writes {
+                            *writes = self.statement_writes(kind, frame.body(buf), statements, app);
+                        }
+                    }
+                    Frontend::Sync | Frontend::Flush | Frontend::Terminate => *ended = true,
+                    _ => {}
                 }
             }
             open = batch_open_after(kind, open);
         }
-        if let Some((_, writes)) = current {
+        if let Some((_, writes, ended)) = current {
             self.later_writes.push_back(writes);
+            self.batch_ends.push_back(ended);
         }
     }
 
@@ -230,7 +242,10 @@ impl Routing {
             let found = effects::effects(sql);
             let serializable =
                 classified.begins.is_some() && classified.normalized.contains("serializable");
-            if found.pin.is_some() || found.may_clear || serializable {
+            // So do settings: read back after the transaction where they were made (a
+            // default of serializable isolation cannot be read back on a standby), and
+            // a prepared SET pins the session where it was parsed.
+            if found.pin.is_some() || found.may_clear || found.settings || serializable {
                 want = Want::Primary;
             }
         }

@@ -102,6 +102,10 @@ pub(super) struct Routing {
     stashed: Option<(Frontend, Vec<u8>, Option<Judged>)>,
     /// For each batch at the front of the input: a statement after its first one writes.
     pub later_writes: VecDeque<bool>,
+    /// For each batch at the front of the input: its end (Sync, Flush) has arrived.
+    pub batch_ends: VecDeque<bool>,
+    /// How many bytes of input the batches above were read from.
+    pub input_len: usize,
     /// When the running statement's rule timeout fires.
     pub deadline: Option<Instant>,
     /// A slot in the replica's outstanding-request count while its connection is held.
@@ -152,6 +156,8 @@ impl Routing {
             unnamed_refusal: None,
             stashed: None,
             later_writes: VecDeque::new(),
+            batch_ends: VecDeque::new(),
+            input_len: 0,
             deadline: None,
             in_flight: None,
         }
@@ -335,6 +341,8 @@ impl Routing {
             return Step::NeedMore;
         }
         let later_writes = leader && self.later_writes.pop_front().unwrap_or(false);
+        // (Unknown: as if it had ended.)
+        let ended = !leader || self.batch_ends.pop_front().unwrap_or(true);
         // A simple Query sent into an unsynced extended batch runs inside it: nothing can
         // be answered or moved before it.
         let inside_batch = kind == Frontend::Query && cx.unsynced;
@@ -384,14 +392,26 @@ impl Routing {
                 },
                 want => want,
             };
+            // An extended batch runs as one implicit transaction on one server: one that
+            // would start on a replica waits for its end (no server answers before it
+            // either), so that a write sent later in it still takes it to the primary.
+            // (Up to a bound: past it, the batch is judged by what has come.)
+            let extended = matches!(kind, Frontend::Parse | Frontend::Bind);
+            if extended && !ended && want != Want::Primary && self.input_len < BATCH_WAIT_LIMIT {
+                return self.stop_with(kind, body, judged, false);
+            }
             self.want = Some(want);
             return self.stop_with(kind, body, judged, false);
         }
         let writes = judged.as_ref().is_some_and(|j| j.writes)
             || later_writes
             || kind == Frontend::FunctionCall;
+        // Settings, session state and serializable isolation want the primary without
+        // writing: a batch of theirs does not start on a replica held from before either.
+        let wants_primary = judged.as_ref().is_some_and(|j| j.want == Want::Primary);
         let on_replica = matches!(self.role, Role::Replica(_));
-        if leader && writes && on_replica && !self.pass_barrier && !inside_batch {
+        if leader && (writes || wants_primary) && on_replica && !self.pass_barrier && !inside_batch
+        {
             return self.stop_with(kind, body, judged, true);
         }
         self.pass_barrier = false;
@@ -617,6 +637,10 @@ pub(super) fn batch_open_after(kind: Frontend, batch_open: bool) -> bool {
         _ => batch_open,
     }
 }
+
+/// The most input an extended batch bound for a replica is held back for, waiting for
+/// its end to show whether a later statement writes.
+const BATCH_WAIT_LIMIT: usize = 256 * 1024;
 
 /// `Step` as the frame streamer's decision.
 pub(super) fn flow(step: &Step) -> Option<Flow> {
@@ -945,6 +969,48 @@ routing:
             Step::Stop
         ));
         assert_eq!(r.want, Some(Want::Primary));
+    }
+
+    /// A pipeline sent in pieces: the read that starts it waits for the batch's end, and
+    /// a write that comes before it sends the batch to the primary.
+    #[tokio::test]
+    async fn a_batch_bound_for_a_replica_waits_for_its_end() {
+        let mut r = routing();
+        let select = parse("", "SELECT 1");
+        let read = [
+            msg(b'P', &select),
+            msg(b'B', b"\0\0\0\0\0\0\0\0"),
+            msg(b'E', b"\0\0\0\0\0"),
+        ]
+        .concat();
+        let mut out = BytesMut::new();
+        r.scan_later_writes(&read, None, "");
+        assert!(matches!(
+            r.on_message(Frontend::Parse, &select, true, &cx(false, true), &mut out),
+            Step::Stop
+        ));
+        assert_eq!(r.want, None, "no connection taken yet");
+        let rest = [
+            msg(b'P', &parse("", "INSERT INTO t VALUES (1)")),
+            msg(b'B', b"\0\0\0\0\0\0\0\0"),
+            msg(b'E', b"\0\0\0\0\0"),
+            msg(b'S', b""),
+        ]
+        .concat();
+        r.scan_later_writes(&[read.clone(), rest].concat(), None, "");
+        assert!(matches!(
+            r.on_message(Frontend::Parse, &select, true, &cx(false, true), &mut out),
+            Step::Stop
+        ));
+        assert_eq!(r.want, Some(Want::Primary));
+        // Reads only, ended by a Flush: the replica, at once.
+        let mut r = routing();
+        r.scan_later_writes(&[read, msg(b'H', b"")].concat(), None, "");
+        assert!(matches!(
+            r.on_message(Frontend::Parse, &select, true, &cx(false, true), &mut out),
+            Step::Stop
+        ));
+        assert_eq!(r.want, Some(Want::Read { any: false }));
     }
 
     #[tokio::test]
