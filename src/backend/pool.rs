@@ -355,6 +355,29 @@ impl Pool {
         drop(self.home.warm.sweep());
     }
 
+    /// Closes the connections no session is using (the warm stack's and bb8's idle ones),
+    /// so that PostgreSQL can drop or copy their database: it refuses while anyone else is
+    /// connected to it. Connections in use stay. Returns how many were closed.
+    pub fn close_idle(&self) -> usize {
+        let mut closed = 0;
+        // Marked broken, each goes back to bb8 as it is dropped, and bb8 closes it.
+        for mut conn in self.home.warm.take_all() {
+            conn.broken = true;
+            closed += 1;
+        }
+        for _ in 0..self.inner.state().idle_connections {
+            let get = std::pin::pin!(self.inner.get_owned());
+            match futures::FutureExt::now_or_never(get) {
+                Some(Ok(mut conn)) => {
+                    conn.broken = true;
+                    closed += 1;
+                }
+                _ => break,
+            }
+        }
+        closed
+    }
+
     pub fn mode(&self) -> PoolMode {
         self.settings.mode
     }

@@ -139,6 +139,13 @@ impl Warm {
         self.lock().sweep()
     }
 
+    /// Every connection on the stack, taken off it.
+    pub(super) fn take_all(&self) -> Vec<Conn> {
+        let mut list = self.lock();
+        list.low = 0;
+        std::mem::take(&mut list.conns)
+    }
+
     /// Connections on the stack now.
     pub(super) fn len(&self) -> usize {
         self.lock().conns.len()

@@ -161,6 +161,34 @@ pub fn error_fields(body: &[u8]) -> ErrorFields {
     fields
 }
 
+/// The untranslated fields of an ErrorResponse body, borrowed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RawErrorFields<'a> {
+    pub code: &'a [u8],
+    /// The server function that raised it (`R`).
+    pub routine: &'a [u8],
+}
+
+pub fn error_fields_raw(body: &[u8]) -> RawErrorFields<'_> {
+    let mut fields = RawErrorFields::default();
+    let mut rest = body;
+    while let Some((&kind, after)) = rest.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let Some((value, next)) = cstr(after) else {
+            break;
+        };
+        match kind {
+            b'C' => fields.code = value,
+            b'R' => fields.routine = value,
+            _ => {}
+        }
+        rest = next;
+    }
+    fields
+}
+
 /// The SQLSTATE bytes of an ErrorResponse body, without allocating.
 pub fn error_code(body: &[u8]) -> &[u8] {
     let mut rest = body;

@@ -87,6 +87,13 @@ pub fn notice(buf: &mut BytesMut, message: &str) {
     put(buf, NoticeResponse::from(info));
 }
 
+/// Encodes a WARNING from the proxy, carrying a SQLSTATE (relayed from a server).
+pub fn warning(buf: &mut BytesMut, code: &str, message: &str) {
+    let mut info = ErrorInfo::new("WARNING".to_owned(), code.to_owned(), message.to_owned());
+    info.severity_nonlocalized = Some("WARNING".to_owned());
+    put(buf, NoticeResponse::from(info));
+}
+
 /// Transaction status reported in ReadyForQuery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxStatus {

@@ -69,7 +69,8 @@ pub const SESSION_STATE: &str = "SELECT 'temporary objects', count(*)::text \
      UNION ALL SELECT 'prepared', count(*)::text FROM pg_catalog.pg_prepared_statements \
      WHERE from_sql";
 
-const RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
+/// Takes a connection back to the server's defaults.
+pub const RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
 
 /// The statement that turns a connection carrying `applied` settings (None: the server's
 /// defaults) into one carrying `wanted`, or None when they already match.

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 /// Maps looked up at every Bind and Execute: foldhash is several times cheaper than the
 /// default SipHash on these short keys, and seeded per process.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
@@ -31,14 +32,57 @@ pub struct Prepared {
     pub parse: BytesMut,
 }
 
+/// Bumped when a server reports that a prepared statement's result type changed under it
+/// (DDL on a table it reads): every server connection's statements of earlier epochs are
+/// deallocated before its next use, so the next Parse really parses again. Without this a
+/// shared statement would fail for every client that maps to it, for good.
+static PLAN_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// A server refused to run a prepared statement whose result type changed: see `PLAN_EPOCH`.
+pub fn plans_went_stale() {
+    PLAN_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Whether an ErrorResponse body is PostgreSQL's "cached plan must not change result
+/// type" (told by its code and routine, which are not translated).
+pub fn is_changed_result_type(body: &[u8]) -> bool {
+    let fields = crate::protocol::message::error_fields_raw(body);
+    fields.code == b"0A000" && fields.routine == b"RevalidateCachedQuery"
+}
+
 /// The statements prepared on one server connection, with their last use.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
     last_use: HashMap<Vec<u8>, u64>,
     clock: u64,
+    /// The `PLAN_EPOCH` its statements were prepared in.
+    epoch: u64,
 }
 
 impl ServerStatements {
+    /// Its statements were prepared before a server reported a changed result type: they
+    /// must be deallocated before the connection is used again.
+    pub fn stale(&self) -> bool {
+        !self.last_use.is_empty() && self.epoch < PLAN_EPOCH.load(Ordering::Relaxed)
+    }
+
+    /// SQL deallocating each of its statements by name (a pinned session's own SQL-level
+    /// statements stay, unlike with DEALLOCATE ALL).
+    pub fn deallocate_each_sql(&self) -> String {
+        let names: Vec<String> = self
+            .last_use
+            .keys()
+            .map(|name| format!("DEALLOCATE \"{}\"", String::from_utf8_lossy(name)))
+            .collect();
+        names.join("; ")
+    }
+
+    /// The `stale` statements were deallocated.
+    pub fn refreshed(&mut self) {
+        self.last_use.clear();
+        self.epoch = PLAN_EPOCH.load(Ordering::Relaxed);
+    }
+
     fn has(&mut self, name: &[u8]) -> bool {
         self.clock += 1;
         match self.last_use.get_mut(name) {
@@ -52,6 +96,9 @@ impl ServerStatements {
 
     /// Records `name` (being prepared); returns the statement to close if over the limit.
     fn insert(&mut self, name: &[u8]) -> Option<Vec<u8>> {
+        if self.last_use.is_empty() {
+            self.epoch = PLAN_EPOCH.load(Ordering::Relaxed);
+        }
         self.clock += 1;
         self.last_use.insert(name.to_vec(), self.clock);
         if self.last_use.len() <= SERVER_STATEMENT_LIMIT {
@@ -151,6 +198,10 @@ pub struct Statements {
     /// A finished batch's emptied queue, kept for the next batch: a session that parses
     /// in every batch then allocates nothing per batch.
     spare: VecDeque<Reply>,
+    /// The session's search_path (empty: the server's default), part of each proxy-wide
+    /// name: the same text finds other tables under another path, so clients with
+    /// different paths never share a statement.
+    search_path: Vec<u8>,
 }
 
 impl Default for Statements {
@@ -163,6 +214,7 @@ impl Default for Statements {
             unnamed_pending: false,
             batches: VecDeque::from([VecDeque::new()]),
             spare: VecDeque::new(),
+            search_path: Vec::new(),
         }
     }
 }
@@ -179,6 +231,16 @@ impl Prepared {
 }
 
 impl Statements {
+    /// The session's search_path changed (or was first known): statements it prepares
+    /// from now on are told apart by it.
+    pub fn set_search_path(&mut self, settings: &[(String, String)]) {
+        self.search_path = settings
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("search_path"))
+            .map(|(_, value)| value.as_bytes().to_vec())
+            .unwrap_or_default();
+    }
+
     /// The SQL text of the client's statement `name`, if it prepared one.
     pub fn query_of(&self, name: &[u8]) -> Option<&[u8]> {
         self.by_client_name.get(name).map(|p| p.query())
@@ -195,9 +257,19 @@ impl Statements {
         server: &mut ServerStatements,
     ) -> Flow {
         match tag {
-            // Too large to read: it goes as it is (the relay pins the session).
+            // Too large to read: it goes as it is (the relay pins the session). If it is
+            // the unnamed statement's, that is this session's now.
             b'P' if !complete => {
-                self.open_batch().push_back(Reply::Client);
+                let reply = match body.first() {
+                    Some(0) => {
+                        let undo = self.unnamed_marker(false);
+                        self.unnamed_here = true;
+                        self.unnamed_pending = true;
+                        undo
+                    }
+                    _ => Reply::Client,
+                };
+                self.open_batch().push_back(reply);
                 Flow::Forward
             }
             b'P' => self.parse(body, server),
@@ -263,7 +335,7 @@ impl Statements {
             return self.parse_existing(name, skip, server);
         }
         // Recorded now, for the messages after it; undone if the Parse does not complete.
-        let prepared = Arc::new(prepare(rest));
+        let prepared = Arc::new(prepare(&self.search_path, rest));
         self.by_client_name
             .insert(name.to_vec(), Arc::clone(&prepared));
         let client = ClientStatement {
@@ -413,7 +485,7 @@ impl Statements {
         };
         let mut query_and_types = refusal.to_vec();
         query_and_types.extend_from_slice(b"\0\0\0");
-        let prepared = prepare(&query_and_types);
+        let prepared = prepare(b"", &query_and_types);
         let mut with = BytesMut::new();
         if !server.has(&prepared.name) {
             self.add_to_server(&prepared, None, server, &mut with);
@@ -635,8 +707,14 @@ pub fn bind_names(body: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// The proxy-wide statement for a Parse body after its name (query, parameter types).
-fn prepare(query_and_types: &[u8]) -> Prepared {
-    let digest = ring::digest::digest(&ring::digest::SHA256, query_and_types);
+fn prepare(search_path: &[u8], query_and_types: &[u8]) -> Prepared {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    if !search_path.is_empty() {
+        context.update(search_path);
+        context.update(b"\0");
+    }
+    context.update(query_and_types);
+    let digest = context.finish();
     let mut name = b"pgs_".to_vec();
     name.extend_from_slice(hex::encode(&digest.as_ref()[..16]).as_bytes());
     let mut parse = BytesMut::with_capacity(HEADER_LEN + name.len() + 1 + query_and_types.len());
@@ -771,6 +849,82 @@ mod tests {
             Flow::Forward
         );
         assert_eq!(client.on_server(b'1', &mut server), Flow::Forward);
+    }
+
+    /// A Parse too large to read whole still makes the unnamed statement this session's:
+    /// its Bind is not preceded by a Close of "another client's" unnamed statement.
+    #[test]
+    fn an_unnamed_parse_too_large_to_read_is_the_sessions() {
+        let mut server = ServerStatements::default();
+        let mut client = Statements::default();
+        let start = b"\0SELECT '";
+        assert_eq!(
+            client.on_client(b'P', 2 << 20, start, false, &mut server),
+            Flow::Forward
+        );
+        assert_eq!(
+            client.on_client(b'B', 15, b"\0\0\0\0\0\0\0\0\0\0", true, &mut server),
+            Flow::Forward
+        );
+        assert!(!client.is_settled(), "parsed here and not yet executed");
+        assert_eq!(client.on_server(b'1', &mut server), Flow::Forward);
+    }
+
+    #[test]
+    fn clients_with_other_search_paths_get_other_statements() {
+        let name_under = |path: &str| {
+            let mut server = ServerStatements::default();
+            let mut client = Statements::default();
+            let settings = [("search_path".to_owned(), path.to_owned())];
+            client.set_search_path(if path.is_empty() { &[] } else { &settings });
+            let parse = body(&[b"s1\0", QUERY]);
+            let _ = client.on_client(b'P', parse.len() + 5, &parse, true, &mut server);
+            client.by_client_name[&b"s1"[..]].name.clone()
+        };
+        assert_eq!(name_under("a"), name_under("a"));
+        assert_ne!(name_under("a"), name_under("b"));
+        assert_ne!(name_under("a"), name_under(""));
+        assert_eq!(name_under(""), name_under(""));
+    }
+
+    /// After a server reports a changed result type, every connection's statements of
+    /// before are stale until deallocated; statements prepared after are not.
+    #[test]
+    fn a_changed_result_type_makes_earlier_statements_stale() {
+        let mut before = ServerStatements::default();
+        let _ = before.insert(b"pgs_a");
+        let _ = before.insert(b"pgs_b");
+        assert!(!before.stale());
+        assert!(
+            !ServerStatements::default().stale(),
+            "nothing prepared: nothing stale"
+        );
+        plans_went_stale();
+        assert!(before.stale());
+        let sql = before.deallocate_each_sql();
+        assert!(
+            sql.contains("DEALLOCATE \"pgs_a\"") && sql.contains("DEALLOCATE \"pgs_b\""),
+            "{sql}"
+        );
+        before.refreshed();
+        assert!(!before.stale() && before.is_empty());
+        let mut after = ServerStatements::default();
+        let _ = after.insert(b"pgs_c");
+        assert!(!after.stale());
+    }
+
+    #[test]
+    fn the_changed_result_type_error_is_told_by_code_and_routine() {
+        let error = |code: &str, routine: &str| {
+            format!("SERROR\0C{code}\0Mcached plan must not change result type\0R{routine}\0\0")
+        };
+        assert!(is_changed_result_type(
+            error("0A000", "RevalidateCachedQuery").as_bytes()
+        ));
+        assert!(!is_changed_result_type(error("0A000", "other").as_bytes()));
+        assert!(!is_changed_result_type(
+            error("42P01", "RevalidateCachedQuery").as_bytes()
+        ));
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct Effects {
     /// Custom (dotted) settings named by SET or set_config: the server does not list them,
     /// so the proxy must ask for them by name.
     pub custom_settings: Vec<String>,
+    /// A database the statement needs no one connected to (DROP DATABASE, CREATE DATABASE
+    /// ... TEMPLATE): the proxy closes its idle pooled connections to it first.
+    pub needs_unused: Option<String>,
 }
 
 /// The first reason, if any, why `sql` (one or more statements) pins a session.
@@ -101,6 +104,9 @@ pub fn effects(sql: &[u8]) -> Effects {
         effects.may_clear |= clears_state(statement);
         effects.drops_statements |= drops_statements(statement);
         custom_settings(statement, &mut effects.custom_settings);
+        if effects.needs_unused.is_none() {
+            effects.needs_unused = database_needed_unused(statement);
+        }
         if effects.pin.is_none() {
             effects.pin = statement_pins(statement);
         }
@@ -245,6 +251,42 @@ fn custom_settings(tokens: &[Token], out: &mut Vec<String>) {
     }
 }
 
+/// `DROP DATABASE [IF EXISTS] name` and `CREATE DATABASE ... TEMPLATE [=] name`: the
+/// database PostgreSQL refuses to drop or copy while anyone else is connected to it.
+fn database_needed_unused(tokens: &[Token]) -> Option<String> {
+    let word = |i: usize, k: &str| tokens.get(i).is_some_and(|t| t.is_word(k));
+    if word(0, "drop") && word(1, "database") {
+        let at = if word(2, "if") && word(3, "exists") {
+            4
+        } else {
+            2
+        };
+        return tokens.get(at).and_then(identifier);
+    }
+    if word(0, "create") && word(1, "database") {
+        let at = (3..tokens.len()).find(|&i| word(i, "template"))? + 1;
+        let at = if tokens.get(at) == Some(&Token::Symbol(b'=')) {
+            at + 1
+        } else {
+            at
+        };
+        return tokens.get(at).and_then(identifier);
+    }
+    None
+}
+
+/// A database name as PostgreSQL reads it: unquoted words folded to lower case, quoted
+/// ones as written (doubled quotes undone), and a string literal's text.
+fn identifier(token: &Token) -> Option<String> {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    match token {
+        Token::Word(w) => Some(text(w).to_ascii_lowercase()),
+        Token::QuotedIdent(w) => Some(text(w).replace("\"\"", "\"")),
+        Token::Str(s) => Some(text(s).replace("''", "'")),
+        _ => None,
+    }
+}
+
 fn drops_statements(tokens: &[Token]) -> bool {
     let first = tokens.first();
     let second = tokens.get(1);
@@ -343,6 +385,32 @@ fn statement_pins(tokens: &[Token]) -> Option<PinReason> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_that_need_a_database_unused_name_it() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("DROP DATABASE regression", Some("regression")),
+            ("drop database if exists \"Mixed\"\"Q\"", Some("Mixed\"Q")),
+            ("DROP DATABASE IF EXISTS Upper WITH (FORCE)", Some("upper")),
+            ("CREATE DATABASE copy TEMPLATE = tmpl", Some("tmpl")),
+            (
+                "CREATE DATABASE copy WITH OWNER app TEMPLATE 'quoted'",
+                Some("quoted"),
+            ),
+            ("CREATE DATABASE template_two", None),
+            ("CREATE DATABASE x TEMPLATE template0", Some("template0")),
+            ("SELECT 1; DROP DATABASE later", Some("later")),
+            ("DROP TABLE database", None),
+            ("SELECT 'drop database x'", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(
+                effects(sql.as_bytes()).needs_unused.as_deref(),
+                *want,
+                "{sql}"
+            );
+        }
+    }
 
     #[test]
     fn statements_without_trigger_words_skip_the_analysis() {

@@ -120,6 +120,8 @@ pub struct ProxyBuilder {
     database_options: Vec<String>,
     /// A `routing:` section, as YAML text.
     routing: String,
+    /// More databases, on the same cluster, in the same pool mode.
+    extra_databases: Vec<&'static str>,
 }
 
 impl Default for ProxyBuilder {
@@ -135,6 +137,7 @@ impl Default for ProxyBuilder {
             replica_options: String::new(),
             database_options: Vec::new(),
             routing: String::new(),
+            extra_databases: Vec::new(),
         }
     }
 }
@@ -189,6 +192,12 @@ impl ProxyBuilder {
 
     pub fn database_option(mut self, line: &str) -> Self {
         self.database_options.push(line.to_owned());
+        self
+    }
+
+    /// Another database on the same cluster, in the same pool mode.
+    pub fn extra_database(mut self, name: &'static str) -> Self {
+        self.extra_databases.push(name);
         self
     }
 
@@ -250,7 +259,7 @@ impl ProxyBuilder {
     pool_mode: {mode}
     pool_size: {size}
     checkout_timeout: {timeout}
-{database_options}{routing}
+{database_options}{extra_databases}{routing}
 users:
   {APP_USER}:
     auth: scram-sha-256
@@ -268,6 +277,14 @@ users:
             max = self.max_client_connections,
             port = primary_port,
             routing = self.routing,
+            extra_databases = self
+                .extra_databases
+                .iter()
+                .map(|name| format!(
+                    "  {name}:\n    cluster: main\n    pool_mode: {}\n",
+                    self.pool_mode
+                ))
+                .collect::<String>(),
             mode = self.pool_mode,
             size = self.pool_size,
             timeout = self.checkout_timeout,

@@ -363,3 +363,201 @@ async fn a_half_sent_message_holds_no_server_connection() {
     drop(slow);
     proxy.shutdown().await;
 }
+
+/// A placeholder setting (`plpgsql.*` before plpgsql is loaded) that a later connection
+/// refuses, because plpgsql is loaded there, is dropped with a WARNING as PostgreSQL does
+/// at LOAD; the client's session goes on (the regression suite's guc.sql found it FATAL).
+#[tokio::test]
+async fn a_setting_another_connection_refuses_is_dropped_with_a_warning() {
+    use tokio_postgres::AsyncMessage;
+    let direct = connect(&crate::support::direct_conn_string()).await;
+    direct
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION txn_loads_plpgsql() RETURNS int LANGUAGE plpgsql \
+             AS $$ BEGIN RETURN 1; END $$",
+        )
+        .await
+        .expect("create function");
+    let proxy = single_connection_proxy().await;
+    let (a, mut messages) = crate::support::connect_with_messages(&probe_conn(&proxy, "")).await;
+    let b = connect(&probe_conn(&proxy, "")).await;
+    // The one server connection has not loaded plpgsql yet: a placeholder is accepted.
+    a.batch_execute("SET plpgsql.extra_foo_warnings = true")
+        .await
+        .expect("placeholder setting");
+    // Another client's transaction loads plpgsql on that connection.
+    let one: i32 = b
+        .query_one("SELECT txn_loads_plpgsql()", &[])
+        .await
+        .expect("plpgsql function")
+        .get(0);
+    assert_eq!(one, 1);
+    for _ in 0..3 {
+        let row = a.query_one("SELECT 2", &[]).await.expect("a goes on");
+        assert_eq!(row.get::<_, i32>(0), 2);
+    }
+    let mut warnings = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(300), messages.recv()).await
+    {
+        if let AsyncMessage::Notice(notice) = message {
+            warnings.push((notice.code().code().to_owned(), notice.message().to_owned()));
+        }
+    }
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning, then the setting is gone: {warnings:?}"
+    );
+    assert_eq!(warnings[0].0, "42602");
+    assert!(
+        warnings[0].1.contains("plpgsql.extra_foo_warnings")
+            && warnings[0].1.ends_with(", removing it"),
+        "{warnings:?}"
+    );
+    proxy.shutdown().await;
+}
+
+/// A table's columns change under a statement prepared on a pooled connection: the
+/// client whose plan it was hears of it once, as directly; the next client preparing the
+/// same text gets the new columns (the proxy-wide statement is parsed again), and so does
+/// the first once it prepares again.
+#[tokio::test]
+async fn statements_are_parsed_again_after_their_result_type_changes() {
+    let direct = connect(&crate::support::direct_conn_string()).await;
+    direct
+        .batch_execute(
+            "DROP TABLE IF EXISTS txn_changing_shape; \
+             CREATE TABLE txn_changing_shape (id int); INSERT INTO txn_changing_shape VALUES (1)",
+        )
+        .await
+        .expect("table");
+    let proxy = single_connection_proxy().await;
+    let a = connect(&proxy.app_conn_string()).await;
+    let sql = "SELECT * FROM txn_changing_shape";
+    let before = a.prepare(sql).await.expect("prepare");
+    assert_eq!(a.query(&before, &[]).await.expect("rows")[0].len(), 1);
+    direct
+        .batch_execute("ALTER TABLE txn_changing_shape ADD COLUMN name text DEFAULT 'z'")
+        .await
+        .expect("alter");
+    let err = a
+        .query(&before, &[])
+        .await
+        .expect_err("the old plan is refused");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
+    );
+    // A client preparing the text now, and the first client preparing again: new columns.
+    let b = connect(&proxy.app_conn_string()).await;
+    for client in [&b, &a, &b] {
+        let stmt = client.prepare(sql).await.expect("prepare again");
+        let rows = client.query(&stmt, &[]).await.expect("new shape");
+        assert_eq!(rows[0].len(), 2);
+        assert_eq!(rows[0].get::<_, String>(1), "z");
+    }
+    proxy.shutdown().await;
+}
+
+/// Same text, two search paths, two tables of different shapes: each client's statement
+/// finds its own table, as on its own connection.
+#[tokio::test]
+async fn statements_under_different_search_paths_are_not_shared() {
+    let direct = connect(&crate::support::direct_conn_string()).await;
+    direct
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS txn_path_a; CREATE SCHEMA IF NOT EXISTS txn_path_b; \
+             DROP TABLE IF EXISTS txn_path_a.t, txn_path_b.t; \
+             CREATE TABLE txn_path_a.t (x int); INSERT INTO txn_path_a.t VALUES (1); \
+             CREATE TABLE txn_path_b.t (x text, y text); INSERT INTO txn_path_b.t VALUES ('b', 'bb')",
+        )
+        .await
+        .expect("schemas");
+    let proxy = single_connection_proxy().await;
+    let a = connect(&format!(
+        "{} options='-c search_path=txn_path_a'",
+        proxy.app_conn_string()
+    ))
+    .await;
+    let b = connect(&proxy.app_conn_string()).await;
+    b.batch_execute("SET search_path = txn_path_b")
+        .await
+        .expect("set");
+    for _ in 0..3 {
+        let stmt = a.prepare("SELECT * FROM t").await.expect("a prepares");
+        let rows = a.query(&stmt, &[]).await.expect("a's table");
+        assert_eq!((rows[0].len(), rows[0].get::<_, i32>(0)), (1, 1));
+        let stmt = b.prepare("SELECT * FROM t").await.expect("b prepares");
+        let rows = b.query(&stmt, &[]).await.expect("b's table");
+        assert_eq!(
+            (rows[0].len(), rows[0].get::<_, String>(1)),
+            (2, "bb".to_owned())
+        );
+    }
+    proxy.shutdown().await;
+}
+
+/// DROP DATABASE through the proxy is not refused for the proxy's own idle connections
+/// to that database (pg_regress drops and creates its database at every run).
+#[tokio::test]
+async fn drop_database_closes_idle_pooled_connections_first() {
+    let admin = primary().superuser_client().await.expect("admin");
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS txn_dropped")
+        .await
+        .expect("clean");
+    admin
+        .batch_execute("CREATE DATABASE txn_dropped OWNER app")
+        .await
+        .expect("create");
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .pool_size(3)
+        .extra_database("txn_dropped")
+        .start()
+        .await;
+    let conn = |db: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=app password=app-secret dbname={db} sslmode=disable",
+            proxy.port()
+        )
+    };
+    {
+        let user = connect(&conn("txn_dropped")).await;
+        user.batch_execute("SELECT 1").await.expect("used");
+    }
+    let idle = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'txn_dropped'";
+    let count = admin
+        .query_one(idle, &[])
+        .await
+        .expect("count")
+        .get::<_, i64>(0);
+    assert!(count >= 1, "the pool keeps an idle connection to it");
+    let dropper = connect(&conn(DATABASE)).await;
+    dropper
+        .batch_execute("DROP DATABASE txn_dropped")
+        .await
+        .expect("dropped despite the pool's idle connections");
+    proxy.shutdown().await;
+}
+
+/// A statement text larger than the proxy reads whole (1 MiB), as the unnamed statement
+/// (the extended protocol as psycopg and asyncpg use it): it runs as on a direct
+/// connection, and so does the next one.
+#[tokio::test]
+async fn an_unnamed_statement_too_large_to_read_runs() {
+    use tokio_postgres::types::Type;
+    let proxy = transaction_proxy(2).await;
+    let client = connect(&proxy.app_conn_string()).await;
+    let padding = "x".repeat(1 << 20);
+    let sql = format!("SELECT length('{padding}') + $1");
+    for _ in 0..2 {
+        let row = client
+            .query_typed_one(&sql, &[(&1i32, Type::INT4)])
+            .await
+            .expect("a large unnamed statement");
+        assert_eq!(row.get::<_, i32>(0), (1 << 20) + 1);
+    }
+    proxy.shutdown().await;
+}

@@ -12,6 +12,7 @@ use crate::protocol::sqlstate::class_label;
 use crate::protocol::TxStatus;
 use crate::session::error::SessionError;
 use crate::session::state::Event;
+use crate::session::statements::{is_changed_result_type, plans_went_stale};
 use crate::sql::effects::{self, Effects, PinReason};
 
 use super::judge::refusal_sql;
@@ -152,6 +153,7 @@ impl Relay {
                     effects.settings |= found.settings;
                     effects.may_clear |= found.may_clear;
                     effects.custom_settings.extend(found.custom_settings);
+                    effects.needs_unused = effects.needs_unused.take().or(found.needs_unused);
                     // DISCARD ALL / DEALLOCATE ALL drop statements once the server says
                     // they are done (`take_server_frames`), not as they are sent.
                 }
@@ -164,6 +166,9 @@ impl Relay {
         }
         if answered_here {
             self.replay = None;
+        }
+        if let Some(database) = effects.needs_unused {
+            self.close_idle_connections_to(&database);
         }
         self.settings_changed |= effects.settings;
         self.custom_settings.extend(effects.custom_settings);
@@ -185,6 +190,26 @@ impl Relay {
             Flow::Stop if routed_stop => Taken::Stopped,
             _ => Taken::All,
         })
+    }
+
+    /// Before a statement that needs `database` unused (DROP DATABASE, a copy of it as a
+    /// template): the pools' idle connections to it close, as a direct client's would
+    /// not be there. (The statement is not sent yet; PostgreSQL waits a few seconds for
+    /// sessions that are ending.) Connections other sessions hold stay, and are reported
+    /// by the server as they would be.
+    fn close_idle_connections_to(&self, database: &str) {
+        let snapshot = self.session.proxy.snapshot();
+        let closed: usize = snapshot
+            .pools
+            .iter()
+            .filter(|pool| pool.target.database == database)
+            .map(|pool| pool.close_idle())
+            .sum();
+        tracing::debug!(
+            database,
+            closed,
+            "closed idle server connections to a database a statement needs unused"
+        );
     }
 
     /// Streams server messages towards the client (or nowhere, when `discard`), tracking
@@ -257,6 +282,9 @@ impl Relay {
                         }
                         Backend::ErrorResponse => {
                             metrics::error(class_label(message::error_code(body)));
+                            if statements.is_some() && is_changed_result_type(body) {
+                                plans_went_stale();
+                            }
                             *said_fatal =
                                 body.starts_with(b"SFATAL\0") || body.starts_with(b"SPANIC\0");
                         }

@@ -139,6 +139,11 @@ impl Relay {
             routing.held(routing::Role::Primary);
             routing
         });
+        let statements = pin.is_none().then(|| {
+            let mut statements = Statements::default();
+            statements.set_search_path(&session.settings);
+            statements
+        });
         Relay {
             client_reader,
             client_writer,
@@ -148,7 +153,7 @@ impl Relay {
             server: Some(server),
             session,
             state: RelayState::default(),
-            statements: pin.is_none().then(Statements::default),
+            statements,
             settings_changed: false,
             custom_settings: BTreeSet::new(),
             may_unpin: false,
@@ -238,6 +243,14 @@ impl Relay {
                 // (The hidden round trips here leave the transaction over.)
                 if self.may_unpin {
                     Box::pin(self.check_unpin()).await?;
+                }
+                // A pinned session's connection stays: its stale statements go here,
+                // by name (its own SQL-level ones stay).
+                if let (Some(_), Some(server)) = (self.pin, self.server.as_deref_mut()) {
+                    if server.statements.stale() {
+                        let sql = server.statements.deallocate_each_sql();
+                        Box::pin(pooling::refresh_statements(server, &sql)).await?;
+                    }
                 }
                 if self.routing.as_ref().is_some_and(Routing::needs_floor) {
                     Box::pin(self.read_floor_lsn()).await?;

@@ -38,6 +38,10 @@ impl Relay {
             metrics::read_retried("replica_lost");
             server = Box::pin(self.checkout()).await?;
         }
+        // (Idle in the pool, it holds no statement of a session's own: all can go.)
+        if server.statements.stale() {
+            Box::pin(refresh_statements(&mut server, "DEALLOCATE ALL")).await?;
+        }
         // The transaction the proxy opened for the client begins here.
         let began = self
             .routing
@@ -90,11 +94,72 @@ impl Relay {
         {
             return Ok(());
         }
-        if let Some(sql) = hidden::reconcile_settings(server.applied.as_deref(), wanted) {
-            Box::pin(run_hidden(server, &sql)).await?;
+        let Some(sql) = hidden::reconcile_settings(server.applied.as_deref(), wanted) else {
+            // Equal settings in another copy: from now on known by address.
+            server.applied = Some(Arc::clone(wanted));
+            return Ok(());
+        };
+        let on_replica = self.routing.as_ref().is_some_and(|r| r.on_replica());
+        match server.run_hidden(&sql).await {
+            Ok(None) => {
+                server.applied = Some(Arc::clone(&self.session.settings));
+                Ok(())
+            }
+            // The primary refuses a setting the session holds (a library loaded on this
+            // connection since reserved the placeholder's prefix, say). The statement ran
+            // in one implicit transaction: the connection is as it was. (A replica's
+            // refusal sends the transaction to the primary instead: see `attach`.)
+            Ok(Some(_)) if !on_replica && server.status == TxStatus::Idle => {
+                Box::pin(self.reconcile_each(server)).await
+            }
+            Ok(Some(fields)) => {
+                server.broken = true;
+                Err(SessionError::HiddenStatement(Box::new(fields)))
+            }
+            Err(e) => {
+                server.broken = true;
+                Err(e.into())
+            }
         }
-        // Equal settings in another copy: from now on known by address.
-        server.applied = Some(Arc::clone(&self.session.settings));
+    }
+
+    /// Gives `server` the session's settings one by one, dropping each it refuses from the
+    /// session with a WARNING to the client: what PostgreSQL itself does when a library
+    /// loaded later invalidates a placeholder setting ("..., removing it").
+    async fn reconcile_each(&mut self, server: &mut PooledServer) -> Result<(), SessionError> {
+        if server.applied.is_some() {
+            run_hidden(server, hidden::RESET).await?;
+            server.applied = None;
+        }
+        let mut kept = Vec::with_capacity(self.session.settings.len());
+        for setting in self.session.settings.iter() {
+            let Some(sql) = crate::session::params::set_config_sql(std::slice::from_ref(setting))
+            else {
+                continue;
+            };
+            match server.run_hidden(&sql).await {
+                Ok(None) => kept.push(setting.clone()),
+                Ok(Some(refused)) if server.status == TxStatus::Idle => {
+                    tracing::debug!(setting = %setting.0, code = %refused.code, "the server refused a session setting: dropped");
+                    let message = format!("{}, removing it", refused.message);
+                    reply::warning(&mut self.to_client, &refused.code, &message);
+                }
+                Ok(Some(fields)) => {
+                    server.broken = true;
+                    return Err(SessionError::HiddenStatement(Box::new(fields)));
+                }
+                Err(e) => {
+                    server.broken = true;
+                    return Err(e.into());
+                }
+            }
+        }
+        let kept = hidden::shared_settings(kept);
+        server.applied = Some(Arc::clone(&kept));
+        if let Some(statements) = self.statements.as_mut() {
+            statements.set_search_path(&kept);
+        }
+        self.session.settings = kept;
         Ok(())
     }
 
@@ -137,6 +202,9 @@ impl Relay {
         }
         let settings = hidden::shared_settings(settings);
         server.applied = Some(Arc::clone(&settings));
+        if let Some(statements) = self.statements.as_mut() {
+            statements.set_search_path(&settings);
+        }
         self.session.settings = settings;
         self.settings_changed = false;
         Ok(())
@@ -176,6 +244,21 @@ impl Relay {
             statements.detached();
         }
     }
+}
+
+/// Deallocates the statements a changed result type made stale (see
+/// `statements::plans_went_stale`), with `sql`, so that the next Parse parses again.
+pub(super) async fn refresh_statements(
+    server: &mut ServerConnection,
+    sql: &str,
+) -> Result<(), SessionError> {
+    tracing::debug!(
+        statements = server.statements.len(),
+        "deallocating statements prepared before a result type changed"
+    );
+    run_hidden(server, sql).await?;
+    server.statements.refreshed();
+    Ok(())
 }
 
 /// Runs a hidden statement on a held connection; a failure breaks the connection.
