@@ -16,5 +16,5 @@ pub use monitor::{
     ClusterHealth, Lsn, MonitorCredentials, MonitorHandle, MonitorOptions, ServerHealth,
 };
 pub use params::Params;
-pub use pool::{Pool, PoolError, PooledServer};
+pub use pool::{LoginParams, Pool, PoolError, PooledServer};
 pub use pools::{PoolSet, Pools};

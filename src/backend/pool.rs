@@ -11,6 +11,7 @@ use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 use super::connection::{ServerConnection, ServerTarget};
 use super::error::BackendError;
+use super::params::Params;
 use super::warm::{Conn, Warm};
 use crate::metrics;
 use crate::rules::{PoolConfig, PoolMode};
@@ -180,6 +181,67 @@ pub struct Pool {
     failures: Arc<ConnectFailures>,
     /// The warm stack checkouts take from first, and the slots.
     home: Arc<Home>,
+    /// What the last plain login was told: see `LoginParams`.
+    login: Mutex<Option<LoginParams>>,
+}
+
+/// The parameters (ParameterStatus) a login of this pool was told, kept so that a login
+/// finding every connection busy in transaction pooling need not wait for one: another
+/// login of the same database and role, asking for no other reported value, is told the
+/// same. (A transaction's connection tells the client any value that differs.)
+#[derive(Debug, Clone)]
+pub struct LoginParams {
+    pub params: Params,
+    /// What a login setting no application_name is told, once one was seen.
+    pub default_application_name: Option<String>,
+}
+
+impl LoginParams {
+    /// What to keep of a login told `params` for its startup `settings`: its values, if
+    /// each setting is told as the server reported it (any other login's values are its
+    /// own: None, the earlier ones stay).
+    fn learn(
+        earlier: Option<&LoginParams>,
+        params: &Params,
+        settings: &[(String, String)],
+    ) -> Option<LoginParams> {
+        let plain = settings
+            .iter()
+            .all(|(name, value)| name == "application_name" || params.get(name) == Some(value));
+        if !plain {
+            return None;
+        }
+        let sets_name = settings.iter().any(|(name, _)| name == "application_name");
+        let default_application_name = match sets_name {
+            true => earlier.and_then(|l| l.default_application_name.clone()),
+            false => params.get("application_name").cloned(),
+        };
+        Some(LoginParams {
+            params: params.clone(),
+            default_application_name,
+        })
+    }
+
+    /// What a login with startup `settings` is told, if known: every setting is either
+    /// application_name (told as sent, where PostgreSQL would not change it: printable
+    /// ASCII under 64 bytes) or a reported parameter at the value the server reported.
+    fn told(&self, settings: &[(String, String)]) -> Option<Params> {
+        let mut params = self.params.clone();
+        let mut name = self.default_application_name.clone();
+        for (setting, value) in settings {
+            if setting == "application_name" {
+                let plain = value.len() < 64 && value.bytes().all(|b| (0x20..0x7f).contains(&b));
+                if !plain {
+                    return None;
+                }
+                name = Some(value.clone());
+            } else if params.get(setting) != Some(value) {
+                return None;
+            }
+        }
+        params.insert("application_name".to_owned(), name?);
+        Some(params)
+    }
 }
 
 impl Pool {
@@ -219,7 +281,22 @@ impl Pool {
             target,
             inner,
             failures,
+            login: Mutex::new(None),
         }
+    }
+
+    /// A login was told `params` for its startup `settings`: see `LoginParams::learn`.
+    pub fn remember_login(&self, params: &Params, settings: &[(String, String)]) {
+        let mut login = self.login.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(learned) = LoginParams::learn(login.as_ref(), params, settings) {
+            *login = Some(learned);
+        }
+    }
+
+    /// What a login with startup `settings` would be told, if known without a server.
+    pub fn login_params(&self, settings: &[(String, String)]) -> Option<Params> {
+        let login = self.login.lock().unwrap_or_else(|p| p.into_inner());
+        login.as_ref()?.told(settings)
     }
 
     /// Checks out a server connection, waiting at most the pool's checkout timeout.
@@ -390,5 +467,82 @@ impl Pool {
             state.connections,
             state.idle_connections.saturating_add(warm),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    }
+
+    fn reported(items: &[(&str, &str)]) -> Params {
+        let mut params = Params::default();
+        for (name, value) in pairs(items) {
+            params.insert(name, value);
+        }
+        params
+    }
+
+    #[test]
+    fn a_login_is_told_what_an_earlier_plain_login_was() {
+        let server = reported(&[
+            ("application_name", ""),
+            ("client_encoding", "UTF8"),
+            ("TimeZone", "UTC"),
+        ]);
+        let login = LoginParams::learn(None, &server, &pairs(&[("client_encoding", "UTF8")]))
+            .expect("plain login");
+        assert_eq!(login.told(&[]), Some(server.clone()));
+        let told = login
+            .told(&pairs(&[
+                ("application_name", "app"),
+                ("client_encoding", "UTF8"),
+            ]))
+            .expect("known");
+        assert_eq!(
+            told.get("application_name").map(String::as_str),
+            Some("app")
+        );
+        assert_eq!(told.get("TimeZone").map(String::as_str), Some("UTC"));
+        // Values the server might report otherwise, or settings it does not report: a
+        // server must say.
+        for settings in [
+            pairs(&[("client_encoding", "utf-8")]),
+            pairs(&[("TimeZone", "Europe/Paris")]),
+            pairs(&[("statement_timeout", "5s")]),
+            pairs(&[("application_name", "é")]),
+            pairs(&[("application_name", &"x".repeat(64))]),
+        ] {
+            assert_eq!(login.told(&settings), None, "{settings:?}");
+        }
+    }
+
+    #[test]
+    fn only_plain_logins_are_learned_from() {
+        let server = reported(&[("application_name", "named"), ("DateStyle", "ISO, MDY")]);
+        // DateStyle sent as "iso", reported normalized: that login's values are its own.
+        assert!(LoginParams::learn(None, &server, &pairs(&[("DateStyle", "iso")])).is_none());
+        // A login that set its name: the default name stays unknown until one that did not.
+        let named = LoginParams::learn(None, &server, &pairs(&[("application_name", "named")]))
+            .expect("plain");
+        assert_eq!(named.told(&[]), None, "default name unknown");
+        assert!(named
+            .told(&pairs(&[("application_name", "other")]))
+            .is_some());
+        let unnamed = reported(&[("application_name", ""), ("DateStyle", "ISO, MDY")]);
+        let learned = LoginParams::learn(Some(&named), &unnamed, &[]).expect("plain");
+        let named_again = LoginParams::learn(
+            Some(&learned),
+            &server,
+            &pairs(&[("application_name", "named")]),
+        )
+        .expect("plain");
+        assert_eq!(named_again.default_application_name.as_deref(), Some(""));
     }
 }

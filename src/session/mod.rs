@@ -20,12 +20,13 @@ use tokio::sync::OwnedSemaphorePermit;
 
 pub use error::SessionError;
 
-use crate::backend::{CancelKey, PoolSet, PooledServer};
+use crate::backend::{CancelKey, Params, Pool, PoolSet, PooledServer};
 use crate::metrics;
 use crate::protocol::reply;
 use crate::protocol::startup::StartupParams;
 use crate::protocol::TxStatus;
 use crate::proxy::{Proxy, Snapshot};
+use crate::rules::PoolMode;
 use crate::tls::ClientStream;
 use relay::Relay;
 use startup::{handshake, Opening};
@@ -50,7 +51,7 @@ pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
         Ok(attached) => attached,
         Err(e) => return report(Some(&mut stream), e).await,
     };
-    let client_params = attached.server.params.clone();
+    let client_params = attached.params;
     let relay = Relay::new(
         stream.into_split(),
         attached.buf,
@@ -89,7 +90,10 @@ async fn report(stream: Option<&mut ClientStream>, e: SessionError) {
 struct Attached {
     /// Client bytes already read past authentication.
     buf: BytesMut,
-    server: PooledServer,
+    /// None: a transaction-pooling login answered while every connection was busy.
+    server: Option<PooledServer>,
+    /// What the client was told (ParameterStatus).
+    params: Params,
     snapshot: Arc<Snapshot>,
     pools: Arc<PoolSet>,
     user: String,
@@ -137,15 +141,30 @@ async fn prepare(
 
     let mut cancel_key = proxy.cancels.register();
     let settings = crate::session::hidden::shared_settings(settings);
-    let mut server = attach(pool.checkout().await?, &settings).await?;
-    server.applied = Some(Arc::clone(&settings));
-    cancel_key.point_at(&server);
-    welcome(&mut out, &server, &cancel_key);
+    // Transaction pooling, every connection busy: a login whose parameters are known is
+    // answered at once, and its first transaction waits for a connection instead (as
+    // PgBouncer does). Otherwise the login takes one, which checks its settings too.
+    let known = match pool.mode() {
+        PoolMode::Transaction => pool.login_params(&settings),
+        PoolMode::Session => None,
+    };
+    let (server, params) = match known {
+        Some(params) => match futures::FutureExt::now_or_never(pool.checkout()).transpose()? {
+            Some(server) => first_server(server, &settings, pool, &mut cancel_key).await?,
+            None => {
+                tracing::debug!(pool = %pool.name, "every connection busy: login answered with the pool's known parameters");
+                (None, params)
+            }
+        },
+        None => first_server(pool.checkout().await?, &settings, pool, &mut cancel_key).await?,
+    };
+    welcome(&mut out, &params, &cancel_key);
     io::send(stream, &out).await?;
     tracing::debug!(pool = %pool.name, "session attached");
     Ok(Attached {
         buf,
         server,
+        params,
         snapshot,
         pools,
         user: user_name,
@@ -154,6 +173,22 @@ async fn prepare(
         cancel_key,
         database_permit,
     })
+}
+
+/// The session's first server connection, given its startup settings: what the client is
+/// told comes from it.
+async fn first_server(
+    server: PooledServer,
+    settings: &Arc<Vec<(String, String)>>,
+    pool: &Pool,
+    cancel_key: &mut CancelKey,
+) -> Result<(Option<PooledServer>, Params), SessionError> {
+    let mut server = attach(server, settings).await?;
+    server.applied = Some(Arc::clone(settings));
+    cancel_key.point_at(&server);
+    pool.remember_login(&server.params, settings);
+    let params = server.params.clone();
+    Ok((Some(server), params))
 }
 
 /// Applies the client's startup settings to a server connection (which may carry another
@@ -181,9 +216,9 @@ async fn attach(
 }
 
 /// AuthenticationOk, the server's parameters, our cancel key, ReadyForQuery.
-fn welcome(out: &mut BytesMut, server: &PooledServer, key: &CancelKey) {
+fn welcome(out: &mut BytesMut, params: &Params, key: &CancelKey) {
     reply::auth_ok(out);
-    for (name, value) in &server.params {
+    for (name, value) in params {
         reply::parameter_status(out, name, value);
     }
     reply::backend_key_data(out, key.pid, key.secret);

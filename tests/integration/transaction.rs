@@ -561,3 +561,50 @@ async fn an_unnamed_statement_too_large_to_read_runs() {
     }
     proxy.shutdown().await;
 }
+
+/// Transaction pooling, every connection busy: a new client still logs in at once (its
+/// parameters are known from an earlier login of the pool), and its first statement
+/// waits for a connection, then runs with the client's own settings.
+#[tokio::test]
+async fn a_login_does_not_wait_for_a_busy_pool() {
+    let proxy = ProxyBuilder::default()
+        .pool_mode("transaction")
+        .pool_size(1)
+        .checkout_timeout("3s")
+        .start()
+        .await;
+    // A first login teaches the pool what a login is told.
+    let first = connect(&proxy.app_conn_string()).await;
+    first
+        .batch_execute("BEGIN; SELECT 1")
+        .await
+        .expect("holds the only connection");
+    let started = std::time::Instant::now();
+    let second = connect(&format!(
+        "{} application_name=second",
+        proxy.app_conn_string()
+    ))
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "login answered without a connection"
+    );
+    let query = tokio::spawn(async move {
+        second
+            .query_one("SELECT current_setting('application_name')", &[])
+            .await
+            .map(|row| row.get::<_, String>(0))
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !query.is_finished(),
+        "the statement waits for the connection"
+    );
+    first.batch_execute("COMMIT").await.expect("commit");
+    let name = query
+        .await
+        .expect("join")
+        .expect("runs once the connection is free");
+    assert_eq!(name, "second");
+    proxy.shutdown().await;
+}

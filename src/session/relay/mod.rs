@@ -124,7 +124,7 @@ impl Relay {
     pub fn new(
         (client_reader, client_writer): (ClientReader, ClientWriter),
         from_client: BytesMut,
-        server: PooledServer,
+        server: Option<PooledServer>,
         session: Session,
     ) -> Relay {
         let pin =
@@ -136,7 +136,9 @@ impl Relay {
                 &session.user,
                 &session.database,
             );
-            routing.held(routing::Role::Primary);
+            if server.is_some() {
+                routing.held(routing::Role::Primary);
+            }
             routing
         });
         let statements = pin.is_none().then(|| {
@@ -150,7 +152,7 @@ impl Relay {
             from_client,
             to_client: BytesMut::with_capacity(READ_CHUNK),
             to_server: BytesMut::with_capacity(READ_CHUNK),
-            server: Some(server),
+            server,
             session,
             state: RelayState::default(),
             statements,
@@ -214,7 +216,8 @@ impl Relay {
         let mut take = true;
         // The server connection failed, or a replica asked for the read to go elsewhere.
         let mut lost: Option<retry::Retry> = None;
-        // (The server is attached at this point: the session starts with one.)
+        // (The session starts with its server attached, unless its login was answered
+        // while every connection was busy: its first transaction then takes one.)
         // Each step waits at one place only, at the top of the loop: the arms below set
         // `take` or `lost`. Steps that rarely run are boxed, so the session's future and
         // its code stay small.
