@@ -68,6 +68,9 @@ pub struct ServerConnection {
     pub applied: Option<Arc<Vec<(String, String)>>>,
     /// Named statements the proxy prepared on this connection (transaction pooling).
     pub statements: crate::session::statements::ServerStatements,
+    /// NotificationResponses that arrived while a hidden statement ran: the client's
+    /// (its session LISTENs), for the relay to pass on.
+    pub notifications: BytesMut,
     pub created: Instant,
     /// The pool sweep at which its lifetime is over (0: not yet reckoned; set by the pool).
     pub lifetime_ends: u32,
@@ -96,6 +99,7 @@ impl ServerConnection {
             needs_reset: false,
             applied: None,
             statements: Default::default(),
+            notifications: BytesMut::new(),
             created: Instant::now(),
             lifetime_ends: 0,
         };
@@ -252,6 +256,7 @@ impl ServerConnection {
     }
 
     /// Reads and discards replies until `ready` ReadyForQuery messages have arrived.
+    /// Notifications, which are not replies, are kept in `notifications`.
     pub async fn finish_hidden(
         &mut self,
         mut ready: usize,
@@ -280,6 +285,7 @@ impl ServerConnection {
                     ready -= 1;
                 }
                 Backend::ParameterStatus => self.observe_parameter(body),
+                Backend::NotificationResponse => self.notifications.extend_from_slice(&frame),
                 Backend::Other(b'D') => on_row(body),
                 Backend::ErrorResponse if first_error.is_none() => {
                     first_error = Some(message::error_fields(body));

@@ -608,3 +608,38 @@ async fn a_login_does_not_wait_for_a_busy_pool() {
     assert_eq!(name, "second");
     proxy.shutdown().await;
 }
+
+/// A notification that reaches a LISTENing connection while the proxy runs a statement
+/// of its own there (reading settings or session state back) is kept for the client,
+/// not thrown away with the hidden statement's replies.
+#[tokio::test]
+async fn notifications_during_a_hidden_statement_are_kept() {
+    use crate::support::{direct_conn_string, APP_PASSWORD, APP_USER};
+    use pgstrata::backend::{ServerConnection, ServerTarget};
+    let target = std::sync::Arc::new(ServerTarget {
+        host: "127.0.0.1".to_owned(),
+        port: primary().port(),
+        user: APP_USER.to_owned(),
+        password: Some(pgstrata::rules::Secret::new(APP_PASSWORD)),
+        database: DATABASE.to_owned(),
+    });
+    let mut conn = ServerConnection::connect(target).await.expect("connect");
+    let listened = conn
+        .run_hidden("LISTEN txn_hidden_channel")
+        .await
+        .expect("listen");
+    assert!(listened.is_none());
+    let other = connect(&direct_conn_string()).await;
+    other
+        .batch_execute("NOTIFY txn_hidden_channel, 'kept for the client'")
+        .await
+        .expect("notify");
+    // Sent while the connection sat idle: it is read with the next hidden statement's replies.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(conn.run_hidden("SELECT 1").await.expect("select").is_none());
+    let kept = String::from_utf8_lossy(&conn.notifications).into_owned();
+    assert!(
+        kept.starts_with('A') && kept.contains("kept for the client"),
+        "{kept:?}"
+    );
+}

@@ -258,10 +258,12 @@ impl Relay {
                 if self.routing.as_ref().is_some_and(Routing::needs_floor) {
                     Box::pin(self.read_floor_lsn()).await?;
                 }
+                self.pass_notifications();
                 // Transaction pooling: over and not pinned, the connection goes back.
                 if self.pin.is_none() {
                     if self.settings_changed {
                         Box::pin(self.capture_settings()).await?;
+                        self.pass_notifications();
                     }
                     self.detach();
                 }
@@ -339,6 +341,17 @@ impl Relay {
             }
         }
         None
+    }
+
+    /// Passes on the notifications that came while the proxy's own statements ran on the
+    /// connection (a LISTENing session is pinned: they are this client's).
+    fn pass_notifications(&mut self) {
+        if let Some(server) = self.server.as_deref_mut() {
+            if !server.notifications.is_empty() {
+                self.to_client.extend_from_slice(&server.notifications);
+                server.notifications.clear();
+            }
+        }
     }
 
     /// Nothing in flight in either direction and no open transaction.
