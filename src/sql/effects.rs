@@ -84,6 +84,10 @@ pub struct Effects {
     /// A database the statement needs no one connected to (DROP DATABASE, CREATE DATABASE
     /// ... TEMPLATE): the proxy closes its idle pooled connections to it first.
     pub needs_unused: Option<String>,
+    /// Tables, views or types may change shape (ALTER or DROP of one): statements
+    /// prepared before may now fail with a changed result type. (Not CREATE OR REPLACE
+    /// VIEW: the word "create" is in too many column names to be looked for.)
+    pub reshapes: bool,
 }
 
 /// The first reason, if any, why `sql` (one or more statements) pins a session.
@@ -103,6 +107,7 @@ pub fn effects(sql: &[u8]) -> Effects {
         effects.settings |= changes_settings(statement);
         effects.may_clear |= clears_state(statement);
         effects.drops_statements |= drops_statements(statement);
+        effects.reshapes |= reshapes(statement);
         custom_settings(statement, &mut effects.custom_settings);
         if effects.needs_unused.is_none() {
             effects.needs_unused = database_needed_unused(statement);
@@ -131,8 +136,8 @@ fn may_have_effects(sql: &[u8]) -> bool {
 }
 
 /// The first two letters of every part `part_at` looks for.
-const PART_STARTS: [&[u8; 2]; 11] = [
-    b"se", b"di", b"dr", b"de", b"do", b"li", b"lo", b"cl", b"pr", b"te", b"ad",
+const PART_STARTS: [&[u8; 2]; 12] = [
+    b"se", b"di", b"dr", b"de", b"do", b"li", b"lo", b"cl", b"pr", b"te", b"ad", b"al",
 ];
 
 /// For each byte, in either case, a bit for each letter that follows it at the start of a
@@ -188,7 +193,8 @@ fn part_at(sql: &[u8], i: usize) -> bool {
         // TEMP, TEMPORARY, pg_temp
         b't' => at(b"temp"),
         // pg_advisory_lock…, pg_advisory_unlock…
-        b'a' => at(b"advisory"),
+        // pg_advisory_…, ALTER TABLE/VIEW/TYPE
+        b'a' => at(b"advisory") || at(b"alter"),
         _ => false,
     }
 }
@@ -285,6 +291,17 @@ fn identifier(token: &Token) -> Option<String> {
         Token::Str(s) => Some(text(s).replace("''", "'")),
         _ => None,
     }
+}
+
+/// `ALTER` or `DROP` of a table, view, type or domain.
+fn reshapes(tokens: &[Token]) -> bool {
+    let word = |i: usize, k: &str| tokens.get(i).is_some_and(|t| t.is_word(k));
+    let object = |i: usize| {
+        ["table", "view", "type", "domain", "materialized", "foreign"]
+            .iter()
+            .any(|k| word(i, k))
+    };
+    (word(0, "alter") || word(0, "drop")) && object(1)
 }
 
 fn drops_statements(tokens: &[Token]) -> bool {
@@ -385,6 +402,29 @@ fn statement_pins(tokens: &[Token]) -> Option<PinReason> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_that_may_change_result_types_are_told() {
+        for sql in [
+            "ALTER TABLE t ADD COLUMN c int",
+            "drop table if exists t",
+            "DROP VIEW v",
+            "ALTER TYPE mood ADD VALUE 'x'",
+            "ALTER MATERIALIZED VIEW m RENAME TO n",
+            "SELECT 1; ALTER TABLE t DROP COLUMN c",
+        ] {
+            assert!(effects(sql.as_bytes()).reshapes, "{sql}");
+        }
+        for sql in [
+            "CREATE TABLE t (a int)",
+            "CREATE INDEX ON t (a)",
+            "ALTER ROLE r SET x = 1",
+            "SELECT alter_table FROM t",
+            "SELECT 'ALTER TABLE t'",
+        ] {
+            assert!(!effects(sql.as_bytes()).reshapes, "{sql}");
+        }
+    }
 
     #[test]
     fn statements_that_need_a_database_unused_name_it() {

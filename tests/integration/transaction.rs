@@ -643,3 +643,33 @@ async fn notifications_during_a_hidden_statement_are_kept() {
         "{kept:?}"
     );
 }
+
+/// DDL that changes a table's shape, sent through the proxy: statements prepared before
+/// it are parsed again on every connection, so even a client preparing the text for the
+/// first time afterwards (its Parse would otherwise meet the old statement) gets the new
+/// columns at once.
+#[tokio::test]
+async fn ddl_through_the_proxy_makes_earlier_statements_parse_again() {
+    let direct = connect(&crate::support::direct_conn_string()).await;
+    direct
+        .batch_execute(
+            "DROP TABLE IF EXISTS txn_reshaped; \
+             CREATE TABLE txn_reshaped (id int); INSERT INTO txn_reshaped VALUES (1)",
+        )
+        .await
+        .expect("table");
+    let proxy = single_connection_proxy().await;
+    let sql = "SELECT * FROM txn_reshaped";
+    let a = connect(&proxy.app_conn_string()).await;
+    let before = a.prepare(sql).await.expect("prepare");
+    assert_eq!(a.query(&before, &[]).await.expect("rows")[0].len(), 1);
+    let b = connect(&proxy.app_conn_string()).await;
+    b.batch_execute("ALTER TABLE txn_reshaped ADD COLUMN name text DEFAULT 'z'")
+        .await
+        .expect("alter through the proxy");
+    let c = connect(&proxy.app_conn_string()).await;
+    let stmt = c.prepare(sql).await.expect("prepare after the change");
+    let rows = c.query(&stmt, &[]).await.expect("no stale plan");
+    assert_eq!(rows[0].len(), 2);
+    proxy.shutdown().await;
+}

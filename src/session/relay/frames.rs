@@ -154,6 +154,7 @@ impl Relay {
                     effects.may_clear |= found.may_clear;
                     effects.custom_settings.extend(found.custom_settings);
                     effects.needs_unused = effects.needs_unused.take().or(found.needs_unused);
+                    effects.reshapes |= found.reshapes;
                     // DISCARD ALL / DEALLOCATE ALL drop statements once the server says
                     // they are done (`take_server_frames`), not as they are sent.
                 }
@@ -171,6 +172,7 @@ impl Relay {
             self.close_idle_connections_to(&database);
         }
         self.settings_changed |= effects.settings;
+        self.reshaped |= effects.reshapes;
         self.custom_settings.extend(effects.custom_settings);
         self.may_unpin |= effects.may_clear;
         let before = self.pin;

@@ -96,6 +96,9 @@ pub struct Relay {
     statements: Option<Statements>,
     /// Settings may have changed in this transaction: read them back before releasing.
     settings_changed: bool,
+    /// A table, view or type may have changed shape in this transaction: every
+    /// connection's statements of before are made stale when it ends.
+    reshaped: bool,
     /// Custom settings the client named: read back by name.
     custom_settings: BTreeSet<String>,
     /// Session state may have been removed in this transaction: check before releasing.
@@ -157,6 +160,7 @@ impl Relay {
             state: RelayState::default(),
             statements,
             settings_changed: false,
+            reshaped: false,
             custom_settings: BTreeSet::new(),
             may_unpin: false,
             pin,
@@ -246,6 +250,9 @@ impl Relay {
                 // (The hidden round trips here leave the transaction over.)
                 if self.may_unpin {
                     Box::pin(self.check_unpin()).await?;
+                }
+                if std::mem::take(&mut self.reshaped) {
+                    crate::session::statements::plans_went_stale();
                 }
                 // A pinned session's connection stays: its stale statements go here,
                 // by name (its own SQL-level ones stay).
