@@ -786,10 +786,10 @@ async fn session_settings_behave_as_on_a_direct_connection_across_servers() {
             .await
             .expect("set");
         assert_eq!(show("custom.my.qualified.guc").await, "foo");
-        assert_eq!(
-            served_by(&client, WHERE).await,
-            (true, i32::from(replica_port))
-        );
+        // The replica still serves the session's reads (once it has replayed as far as
+        // the session's last transaction on the primary: under load that can take a
+        // moment, and meanwhile reads rightly go to the primary).
+        replica_in_use(&client, replica_port).await;
     }
     let stats = "SELECT pg_is_in_recovery(), inet_server_port() FROM pg_stat_database LIMIT 1";
     assert_eq!(
