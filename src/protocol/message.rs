@@ -141,22 +141,14 @@ pub struct ErrorFields {
 
 pub fn error_fields(body: &[u8]) -> ErrorFields {
     let mut fields = ErrorFields::default();
-    let mut rest = body;
-    while let Some((&kind, after)) = rest.split_first() {
-        if kind == 0 {
-            break;
-        }
-        let Some((value, next)) = cstr(after) else {
-            break;
-        };
-        let value = String::from_utf8_lossy(value).into_owned();
+    for (kind, value) in fields_of(body) {
+        let value = || String::from_utf8_lossy(value).into_owned();
         match kind {
-            b'S' => fields.severity = value,
-            b'C' => fields.code = value,
-            b'M' => fields.message = value,
+            b'S' => fields.severity = value(),
+            b'C' => fields.code = value(),
+            b'M' => fields.message = value(),
             _ => {}
         }
-        rest = next;
     }
     fields
 }
@@ -171,40 +163,32 @@ pub struct RawErrorFields<'a> {
 
 pub fn error_fields_raw(body: &[u8]) -> RawErrorFields<'_> {
     let mut fields = RawErrorFields::default();
-    let mut rest = body;
-    while let Some((&kind, after)) = rest.split_first() {
-        if kind == 0 {
-            break;
-        }
-        let Some((value, next)) = cstr(after) else {
-            break;
-        };
+    for (kind, value) in fields_of(body) {
         match kind {
             b'C' => fields.code = value,
             b'R' => fields.routine = value,
             _ => {}
         }
-        rest = next;
     }
     fields
 }
 
+/// The (type, value) fields of an ErrorResponse or NoticeResponse body, up to its end.
+fn fields_of(body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        let (&kind, after) = rest.split_first().filter(|(&kind, _)| kind != 0)?;
+        let (value, next) = cstr(after)?;
+        rest = next;
+        Some((kind, value))
+    })
+}
+
 /// The SQLSTATE bytes of an ErrorResponse body, without allocating.
 pub fn error_code(body: &[u8]) -> &[u8] {
-    let mut rest = body;
-    while let Some((&kind, after)) = rest.split_first() {
-        let Some((value, next)) = cstr(after) else {
-            break;
-        };
-        if kind == b'C' {
-            return value;
-        }
-        if kind == 0 {
-            break;
-        }
-        rest = next;
-    }
-    b""
+    fields_of(body)
+        .find(|(kind, _)| *kind == b'C')
+        .map_or(b"", |(_, value)| value)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::Relay;
 use crate::backend::{PooledServer, ServerConnection};
 use crate::metrics;
+use crate::protocol::message::ErrorFields;
 use crate::protocol::{reply, TxStatus};
 use crate::session::error::SessionError;
 use crate::session::hidden;
@@ -100,8 +101,8 @@ impl Relay {
             return Ok(());
         };
         let on_replica = self.routing.as_ref().is_some_and(|r| r.on_replica());
-        match server.run_hidden(&sql).await {
-            Ok(None) => {
+        match try_hidden(server, &sql).await? {
+            None => {
                 server.applied = Some(Arc::clone(&self.session.settings));
                 Ok(())
             }
@@ -109,16 +110,10 @@ impl Relay {
             // connection since reserved the placeholder's prefix, say). The statement ran
             // in one implicit transaction: the connection is as it was. (A replica's
             // refusal sends the transaction to the primary instead: see `attach`.)
-            Ok(Some(_)) if !on_replica && server.status == TxStatus::Idle => {
-                Box::pin(self.reconcile_each(server)).await
-            }
-            Ok(Some(fields)) => {
+            Some(_) if !on_replica => Box::pin(self.reconcile_each(server)).await,
+            Some(fields) => {
                 server.broken = true;
                 Err(SessionError::HiddenStatement(Box::new(fields)))
-            }
-            Err(e) => {
-                server.broken = true;
-                Err(e.into())
             }
         }
     }
@@ -137,20 +132,12 @@ impl Relay {
             else {
                 continue;
             };
-            match server.run_hidden(&sql).await {
-                Ok(None) => kept.push(setting.clone()),
-                Ok(Some(refused)) if server.status == TxStatus::Idle => {
+            match try_hidden(server, &sql).await? {
+                None => kept.push(setting.clone()),
+                Some(refused) => {
                     tracing::debug!(setting = %setting.0, code = %refused.code, "the server refused a session setting: dropped");
                     let message = format!("{}, removing it", refused.message);
                     reply::warning(&mut self.to_client, &refused.code, &message);
-                }
-                Ok(Some(fields)) => {
-                    server.broken = true;
-                    return Err(SessionError::HiddenStatement(Box::new(fields)));
-                }
-                Err(e) => {
-                    server.broken = true;
-                    return Err(e.into());
                 }
             }
         }
@@ -263,8 +250,24 @@ pub(super) async fn refresh_statements(
 
 /// Runs a hidden statement on a held connection; a failure breaks the connection.
 async fn run_hidden(server: &mut ServerConnection, sql: &str) -> Result<(), SessionError> {
+    match try_hidden(server, sql).await? {
+        None => Ok(()),
+        Some(fields) => {
+            server.broken = true;
+            Err(SessionError::HiddenStatement(Box::new(fields)))
+        }
+    }
+}
+
+/// Runs a hidden statement on a held connection: the server's error, if it refused it and
+/// the connection is idle again (usable as it was); any other failure breaks it.
+async fn try_hidden(
+    server: &mut ServerConnection,
+    sql: &str,
+) -> Result<Option<ErrorFields>, SessionError> {
     match server.run_hidden(sql).await {
-        Ok(None) => Ok(()),
+        Ok(None) => Ok(None),
+        Ok(Some(fields)) if server.status == TxStatus::Idle => Ok(Some(fields)),
         Ok(Some(fields)) => {
             server.broken = true;
             Err(SessionError::HiddenStatement(Box::new(fields)))
