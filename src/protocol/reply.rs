@@ -79,18 +79,22 @@ impl ErrorReply {
 
 /// Encodes a NOTICE from the proxy.
 pub fn notice(buf: &mut BytesMut, message: &str) {
-    let info = ErrorInfo::new(
-        "NOTICE".to_owned(),
-        SqlState::SUCCESSFUL_COMPLETION.code().to_owned(),
-        message.to_owned(),
+    notice_response(
+        buf,
+        "NOTICE",
+        SqlState::SUCCESSFUL_COMPLETION.code(),
+        message,
     );
-    put(buf, NoticeResponse::from(info));
 }
 
 /// Encodes a WARNING from the proxy, carrying a SQLSTATE (relayed from a server).
 pub fn warning(buf: &mut BytesMut, code: &str, message: &str) {
-    let mut info = ErrorInfo::new("WARNING".to_owned(), code.to_owned(), message.to_owned());
-    info.severity_nonlocalized = Some("WARNING".to_owned());
+    notice_response(buf, "WARNING", code, message);
+}
+
+fn notice_response(buf: &mut BytesMut, severity: &str, code: &str, message: &str) {
+    let mut info = ErrorInfo::new(severity.to_owned(), code.to_owned(), message.to_owned());
+    info.severity_nonlocalized = Some(severity.to_owned());
     put(buf, NoticeResponse::from(info));
 }
 
