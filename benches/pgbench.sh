@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Performance comparison: pgbench select-only against PostgreSQL directly,
 # through pgstrata, PgBouncer and Pgpool-II, alternating targets round by
-# round, then a markdown table of median TPS, ratio to direct and proxy CPU
-# per transaction. With REPLICA=1 the script also runs a streaming replica and
-# reports which share of the statements each target sent to the primary.
+# round, then a markdown table of median TPS, ratio to direct and CPU per
+# transaction: the proxy's, PostgreSQL's (all its processes) and pgbench's, with
+# the machine's idle share (on a small machine they all share the same cores).
+# With REPLICA=1 the script also runs a streaming replica and reports which
+# share of the statements each target sent to the primary.
 #
 # Presets:
 #   quick check       BENCH_SECONDS=3 ROUNDS=1 CLIENTS=16 benches/pgbench.sh
@@ -238,10 +240,21 @@ process_tree() { process_tree_ticks "$1" | awk '{ print $1 }'; }
 # forks one process per client; pgstrata and PgBouncer are one process.
 cpu_ticks() { process_tree_ticks "$1" | awk '{ sum += $2 } END { print sum + 0 }'; }
 
+# CPU time of this shell's waited-for children (pgbench among them) in clock ticks.
+children_ticks() {
+    times | awk -v hz="$CLK_TCK" 'NR == 2 {
+        split($1, u, /[ms]/); split($2, s, /[ms]/)
+        printf "%.0f", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * hz }'
+}
+
+# "busy idle" clock ticks of the whole machine, from /proc/stat.
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat; }
+
 # ---------------------------------------------------------------- servers
 
 tmp=""
 pg_started=0
+pg_pid=""
 replica_started=0
 pgbouncer_pid=""
 pgstrata_pid=""
@@ -347,6 +360,7 @@ EOF
     as_server_user "$PG_BIN/pg_ctl" -D "$tmp/pgdata" -l "$tmp/postgres.log" -w -t 60 start >/dev/null ||
         { tail -n 20 "$tmp/postgres.log" >&2; die "PostgreSQL did not start"; }
     pg_started=1
+    pg_pid="$(head -n 1 "$tmp/pgdata/postmaster.pid")"
     psql_admin "$pg_port" postgres <<EOF
 CREATE ROLE $BENCH_USER LOGIN PASSWORD '$BENCH_PASSWORD';
 CREATE DATABASE $BENCH_DB OWNER $BENCH_USER;
@@ -638,7 +652,7 @@ statement_counts() {
     echo "$(server_statements "$pg_port") $(server_statements "$replica_port")"
 }
 
-declare -A tps_runs=() cpu_runs=() share_runs=()
+declare -A tps_runs=() cpu_runs=() share_runs=() pg_runs=() bench_runs=() idle_runs=()
 failures=0
 
 # One pgbench run; records TPS, proxy CPU µs per transaction and, with
@@ -647,23 +661,30 @@ failures=0
 run_pgbench() {
     local target="$1" mode="$2" clients="$3" seconds="$4" label="$5"
     local port pid jobs out err rc=0 before after txns counts_before counts_after
+    local pg_before pg_after kids_before kids_after machine_before machine_after
     port="$(target_port "$target")"
     pid="$(target_pid "$target")"
     jobs=$((THREADS < clients ? THREADS : clients))
     ((jobs > 0)) || jobs=1
     out="$tmp/runs/$label.out"
     err="$tmp/runs/$label.err"
-    run_tps="" run_cpu_us="" run_share=""
+    run_tps="" run_cpu_us="" run_share="" run_pg_us="" run_bench_us="" run_idle=""
 
     counts_before="$(statement_counts)"
     [[ -n "$pid" ]] && before="$(cpu_ticks "$pid")"
+    pg_before="$(cpu_ticks "$pg_pid")"
+    kids_before="$(children_ticks)"
+    machine_before="$(machine_ticks)"
     # In the background so that a signal reaches our trap without waiting for the run.
     "$PG_BIN/pgbench" -n -S -M "$mode" -c "$clients" -j "$jobs" -T "$seconds" \
         -h 127.0.0.1 -p "$port" -U "$BENCH_USER" "$BENCH_DB" >"$out" 2>"$err" &
     pgbench_pid=$!
     wait "$pgbench_pid" || rc=$?
     pgbench_pid=""
+    machine_after="$(machine_ticks)"
+    kids_after="$(children_ticks)"
     [[ -n "$pid" ]] && after="$(cpu_ticks "$pid")"
+    pg_after="$(cpu_ticks "$pg_pid")"
     counts_after="$(statement_counts)"
 
     run_tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out")"
@@ -682,6 +703,13 @@ run_pgbench() {
         run_cpu_us="$(awk -v t="$((after - before))" -v hz="$CLK_TCK" -v n="$txns" \
             'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
     fi
+    run_pg_us="$(awk -v t="$((pg_after - pg_before))" -v hz="$CLK_TCK" -v n="$txns" \
+        'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+    run_bench_us="$(awk -v t="$((kids_after - kids_before))" -v hz="$CLK_TCK" -v n="$txns" \
+        'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+    run_idle="$(awk -v b="$machine_before" -v a="$machine_after" 'BEGIN {
+        split(b, x, " "); split(a, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
+        if (busy + idle > 0) printf "%.1f", 100 * idle / (busy + idle) }')"
     if [[ -n "$counts_before" ]]; then
         run_share="$(awk -v b="$counts_before" -v a="$counts_after" 'BEGIN {
             split(b, x, " "); split(a, y, " ")
@@ -713,6 +741,9 @@ measure() {
                         tps_runs[$key]+="$run_tps "
                         cpu_runs[$key]+="${run_cpu_us:+$run_cpu_us }"
                         share_runs[$key]+="${run_share:+$run_share }"
+                        pg_runs[$key]+="$run_pg_us "
+                        bench_runs[$key]+="$run_bench_us "
+                        idle_runs[$key]+="${run_idle:+$run_idle }"
                         log "$mode c=$clients round $((round + 1))/$ROUNDS $target: $run_tps tps${run_cpu_us:+, $run_cpu_us µs CPU/txn}${run_share:+, $run_share% on the primary}"
                     else
                         failures=$((failures + 1))
@@ -746,6 +777,11 @@ spread() {
         END { if (NR) printf "%.0f–%.0f", lo, hi }'
 }
 
+# A number with one decimal, or nothing for nothing.
+one_decimal() {
+    if [[ -n "$1" ]]; then awk -v v="$1" 'BEGIN { printf "%.1f", v }'; fi
+}
+
 report() {
     local cpu_model
     cpu_model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
@@ -767,16 +803,16 @@ report() {
         share_head=" primary share % |"
         share_rule="----------------:|"
     fi
-    echo "| mode | clients | target | median TPS | min–max TPS | vs direct | proxy CPU µs/txn |$share_head"
-    echo "|------|--------:|--------|-----------:|------------:|----------:|-----------------:|$share_rule"
-    local mode clients target key tps direct ratio cpu share
+    echo "| mode | clients | target | median TPS | min–max TPS | vs direct | proxy CPU µs/txn | postgres µs/txn | pgbench µs/txn | idle % |$share_head"
+    echo "|------|--------:|--------|-----------:|------------:|----------:|-----------------:|----------------:|---------------:|-------:|$share_rule"
+    local mode clients target key tps direct ratio cpu share pg bench idle
     for mode in $MODES; do
         for clients in $CLIENTS; do
             direct="$(median <<<"${tps_runs["$mode|$clients|direct"]:-}")"
             for target in $TARGETS; do
                 key="$mode|$clients|$target"
                 if is_skipped "$target" "$mode"; then
-                    echo "| $mode | $clients | $target | skipped | | | |${share_head:+ |}"
+                    echo "| $mode | $clients | $target | skipped | | | | | | |${share_head:+ |}"
                     continue
                 fi
                 tps="$(median <<<"${tps_runs[$key]:-}")"
@@ -787,12 +823,15 @@ report() {
                 [[ -n "$cpu" ]] && cpu="$(awk -v c="$cpu" 'BEGIN { printf "%.1f", c }')"
                 share="$(median <<<"${share_runs[$key]:-}")"
                 [[ -n "$share" ]] && share="$(awk -v s="$share" 'BEGIN { printf "%.1f", s }')"
+                pg="$(one_decimal "$(median <<<"${pg_runs[$key]:-}")")"
+                bench="$(one_decimal "$(median <<<"${bench_runs[$key]:-}")")"
+                idle="$(one_decimal "$(median <<<"${idle_runs[$key]:-}")")"
                 if [[ -n "$tps" ]]; then
                     tps="$(awk -v t="$tps" 'BEGIN { printf "%.0f", t }')"
                 else
                     tps="failed"
                 fi
-                echo "| $mode | $clients | $target | $tps | $(spread <<<"${tps_runs[$key]:-}") | $ratio | ${cpu:--} |${share_head:+ ${share:--} |}"
+                echo "| $mode | $clients | $target | $tps | $(spread <<<"${tps_runs[$key]:-}") | $ratio | ${cpu:--} | ${pg:--} | ${bench:--} | ${idle:--} |${share_head:+ ${share:--} |}"
             done
         done
     done

@@ -307,12 +307,10 @@ impl Pool {
         // (tokio's semaphore hands released permits to waiters first, so taking a free
         // one never jumps the queue).
         if let Ok(slot) = self.home.slots.try_acquire() {
-            while let Some(mut conn) = self.home.warm.take() {
-                if usable(&mut conn) {
-                    metrics::get().checkout_wait.record(Duration::ZERO);
-                    return Ok(self.checked_out(conn, slot));
-                }
-            }
+            let slot = match self.warm_one(slot) {
+                Ok(server) => return Ok(server),
+                Err(slot) => slot,
+            };
             // Created before trying bb8: a `Notified` sees every `notify_waiters` after
             // its creation, polled or not, so no connect failure from now on is missed.
             let failed = self.failures.notify.notified();
@@ -331,6 +329,27 @@ impl Pool {
             return Box::pin(self.wait_for_connection(failed, slot, started)).await;
         }
         Box::pin(self.wait_for_slot()).await
+    }
+
+    /// A free slot and a warm connection, without waiting: what `checkout` does first, for
+    /// callers that run it outside a future (none is built).
+    pub fn checkout_now(&self) -> Option<PooledServer> {
+        let slot = self.home.slots.try_acquire().ok()?;
+        self.warm_one(slot).ok()
+    }
+
+    /// A usable connection from the warm stack for `slot`, or the slot back.
+    fn warm_one<'a>(
+        &'a self,
+        slot: SemaphorePermit<'a>,
+    ) -> Result<PooledServer, SemaphorePermit<'a>> {
+        while let Some(mut conn) = self.home.warm.take() {
+            if usable(&mut conn) {
+                metrics::get().checkout_wait.record(Duration::ZERO);
+                return Ok(self.checked_out(conn, slot));
+            }
+        }
+        Err(slot)
     }
 
     /// No free slot: waits for one in arrival order, then for a connection.

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::routing::{Role, Want};
 use super::Relay;
 use crate::backend::{PooledServer, ServerConnection};
 use crate::metrics;
@@ -15,9 +16,16 @@ use crate::session::statements::Statements;
 impl Relay {
     /// Takes a server connection for the transaction the client is starting, first giving
     /// it this client's settings if it carries others.
-    pub(super) async fn attach(&mut self) -> Result<(), SessionError> {
+    /// (`server`: one `attach_now` took already.)
+    pub(super) async fn attach(
+        &mut self,
+        server: Option<PooledServer>,
+    ) -> Result<(), SessionError> {
         let want = self.routing.as_ref().and_then(|r| r.want);
-        let mut server = self.checkout().await?;
+        let mut server = match server {
+            Some(server) => server,
+            None => self.checkout().await?,
+        };
         // A replica that fails while being given the client's settings is reported and
         // the transaction goes elsewhere: nothing of it has run yet.
         while let Err(e) = self.reconcile(&mut server).await {
@@ -51,6 +59,40 @@ impl Relay {
         if began {
             Box::pin(run_hidden(&mut server, "BEGIN")).await?;
         }
+        self.attached(server, began);
+        Ok(())
+    }
+
+    /// The usual start of a transaction, with nothing to wait for: a warm connection of the
+    /// primary that already carries this client's settings and statements. Done outside
+    /// any future (`attach`'s, nested in the relay's, would be built in the session's
+    /// memory at every transaction). Otherwise what `attach` must go on with: the
+    /// connection taken, if one was.
+    pub(super) fn attach_now(&mut self) -> Result<(), Option<PooledServer>> {
+        let routing = self.routing.as_mut();
+        let pool = match &routing {
+            Some(routing) if matches!(routing.want, None | Some(Want::Primary)) => {
+                &routing.pools.primary
+            }
+            Some(_) => return Err(None),
+            None => &self.session.pools.primary,
+        };
+        let mut server = pool.checkout_now().ok_or(None)?;
+        // (What `checkout` does with a primary connection.)
+        if let Some(routing) = routing {
+            routing.want = None;
+            routing.held(Role::Primary);
+        }
+        let deferred_begin = self.routing.as_ref().is_some_and(|r| r.deferred_begin);
+        if deferred_begin || server.statements.stale() || !self.settings_carried(&mut server) {
+            return Err(Some(server));
+        }
+        self.attached(server, false);
+        Ok(())
+    }
+
+    /// `server` is the session's now (`began`: the proxy opened the client's transaction on it).
+    fn attached(&mut self, server: PooledServer, began: bool) {
         // Reported values that differ from what the client was told, it hears about
         // (compared only when this connection reports another set than the last one).
         if Some(server.params.digest()) != self.session.params_seen {
@@ -62,7 +104,24 @@ impl Relay {
         if !began {
             self.arm_replay();
         }
-        Ok(())
+    }
+
+    /// Whether `server` carries this client's settings already (known by address from now on).
+    fn settings_carried(&self, server: &mut ServerConnection) -> bool {
+        let wanted = &self.session.settings;
+        if server
+            .applied
+            .as_ref()
+            .is_some_and(|a| Arc::ptr_eq(a, wanted))
+        {
+            return true;
+        }
+        if hidden::reconcile_settings(server.applied.as_deref(), wanted).is_some() {
+            return false;
+        }
+        // Equal settings in another copy.
+        server.applied = Some(Arc::clone(wanted));
+        true
     }
 
     /// Tells the client each parameter `server` reports with another value than the client
@@ -87,17 +146,12 @@ impl Relay {
     /// Gives `server` this client's settings if it carries others. Run before the client's
     /// bytes and waited for: the client's statements must not run under another's settings.
     async fn reconcile(&mut self, server: &mut PooledServer) -> Result<(), SessionError> {
-        let wanted = &self.session.settings;
-        if server
-            .applied
-            .as_ref()
-            .is_some_and(|a| Arc::ptr_eq(a, wanted))
-        {
+        if self.settings_carried(server) {
             return Ok(());
         }
-        let Some(sql) = hidden::reconcile_settings(server.applied.as_deref(), wanted) else {
-            // Equal settings in another copy: from now on known by address.
-            server.applied = Some(Arc::clone(wanted));
+        let Some(sql) =
+            hidden::reconcile_settings(server.applied.as_deref(), &self.session.settings)
+        else {
             return Ok(());
         };
         let on_replica = self.routing.as_ref().is_some_and(|r| r.on_replica());

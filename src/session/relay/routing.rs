@@ -64,42 +64,12 @@ pub(super) enum Step {
     Refuse(SqlState, String),
 }
 
-/// The session's routing state.
+/// The session's routing state. In declaration order (`repr(C)`), what each transaction
+/// reads first (see `Relay`).
+#[repr(C)]
 pub(super) struct Routing {
     pub snapshot: Arc<Snapshot>,
     pub pools: Arc<PoolSet>,
-    pub(super) user: String,
-    pub(super) database: String,
-    pub role: Role,
-    /// The primary's WAL position after this session's last write: replicas serve its
-    /// reads only once they have replayed this far (read-your-writes).
-    pub floor: Lsn,
-    /// `SET pgstrata.route`: the session's own preference for reads.
-    pub(super) session_route: Option<RouteTarget>,
-    /// Decided for the next transaction, before a connection is taken.
-    pub want: Option<Want>,
-    /// An extended-protocol batch (Parse … Sync) is open.
-    pub(super) batch_open: bool,
-    /// The input stopped until what was sent before is answered.
-    pub barrier: bool,
-    /// The barrier was lifted while the held connection stays: send the message on.
-    pub pass_barrier: bool,
-    /// An extended batch whose statement the proxy answers, until its Sync.
-    answering: Option<Answer>,
-    /// Statements the client prepared that the proxy answers (route settings, …).
-    answered_statements: std::collections::HashMap<Vec<u8>, Answer>,
-    /// The client's plain BEGIN was answered by the proxy: the transaction starts on the
-    /// server its next statement picks (BEGIN is sent there first).
-    pub deferred_begin: bool,
-    /// The current transaction wrote on the primary.
-    pub txn_wrote: bool,
-    /// ... and created functions: once it ends, the write-function list is read again.
-    pub functions_defined: bool,
-    /// The unnamed statement parsed last is refused when bound (SQLSTATE, message).
-    pub(super) unnamed_refusal: Option<(SqlState, String)>,
-    /// The judgement of the message stopped at, by its kind and first bytes (None inside:
-    /// nothing to judge it by).
-    stashed: Option<(Frontend, Vec<u8>, Option<Judged>)>,
     /// For each batch at the front of the input: a statement after its first one writes.
     pub later_writes: VecDeque<bool>,
     /// For each batch at the front of the input: its end (Sync, Flush) has arrived.
@@ -110,6 +80,38 @@ pub(super) struct Routing {
     pub deadline: Option<Instant>,
     /// A slot in the replica's outstanding-request count while its connection is held.
     in_flight: Option<InFlight>,
+    /// The primary's WAL position after this session's last write: replicas serve its
+    /// reads only once they have replayed this far (read-your-writes).
+    pub floor: Lsn,
+    /// Decided for the next transaction, before a connection is taken.
+    pub want: Option<Want>,
+    pub role: Role,
+    /// An extended-protocol batch (Parse … Sync) is open.
+    pub(super) batch_open: bool,
+    /// The input stopped until what was sent before is answered.
+    pub barrier: bool,
+    /// The barrier was lifted while the held connection stays: send the message on.
+    pub pass_barrier: bool,
+    /// The client's plain BEGIN was answered by the proxy: the transaction starts on the
+    /// server its next statement picks (BEGIN is sent there first).
+    pub deferred_begin: bool,
+    /// The current transaction wrote on the primary.
+    pub txn_wrote: bool,
+    /// ... and created functions: once it ends, the write-function list is read again.
+    pub functions_defined: bool,
+    /// `SET pgstrata.route`: the session's own preference for reads.
+    pub(super) session_route: Option<RouteTarget>,
+    /// An extended batch whose statement the proxy answers, until its Sync.
+    answering: Option<Answer>,
+    /// The judgement of the message stopped at, by its kind and first bytes (None inside:
+    /// nothing to judge it by).
+    stashed: Option<(Frontend, Vec<u8>, Option<Judged>)>,
+    /// The unnamed statement parsed last is refused when bound (SQLSTATE, message).
+    pub(super) unnamed_refusal: Option<(SqlState, String)>,
+    /// Statements the client prepared that the proxy answers (route settings, …).
+    answered_statements: std::collections::HashMap<Vec<u8>, Answer>,
+    pub(super) user: String,
+    pub(super) database: String,
 }
 
 /// Counts a request towards a replica while it lives.

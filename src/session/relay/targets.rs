@@ -35,7 +35,9 @@ impl Relay {
         let mut attach = self.attaches_first()?;
         loop {
             if std::mem::take(&mut attach) {
-                self.attach().await?;
+                if let Err(taken) = self.attach_now() {
+                    Box::pin(self.attach(taken)).await?;
+                }
             }
             match self.take_client_frames()? {
                 Taken::Terminate => return Ok(true),
