@@ -240,11 +240,12 @@ process_tree() { process_tree_ticks "$1" | awk '{ print $1 }'; }
 # forks one process per client; pgstrata and PgBouncer are one process.
 cpu_ticks() { process_tree_ticks "$1" | awk '{ sum += $2 } END { print sum + 0 }'; }
 
-# CPU time of this shell's waited-for children (pgbench among them) in clock ticks.
+# CPU time of this shell's waited-for children (pgbench among them) in clock
+# ticks: cutime + cstime of the shell itself.
 children_ticks() {
-    times | awk -v hz="$CLK_TCK" 'NR == 2 {
-        split($1, u, /[ms]/); split($2, s, /[ms]/)
-        printf "%.0f", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * hz }'
+    local stat
+    stat="$(cat "/proc/$$/stat")"
+    awk '{ print $14 + $15 }' <<<"${stat##*) }"
 }
 
 # "busy idle" clock ticks of the whole machine, from /proc/stat.

@@ -5,15 +5,17 @@
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+/// In declaration order (`repr(C)`): what each transaction reads first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Params {
-    map: BTreeMap<String, String>,
     /// Of every (name, value): equal sets have equal digests.
     digest: u64,
-    /// Read for every client message: kept at hand rather than looked up.
-    application_name: String,
     /// `standard_conforming_strings = off`: backslashes escape in '…' strings.
     backslash_strings: bool,
+    /// Read for every client message: kept at hand rather than looked up.
+    application_name: String,
+    map: BTreeMap<String, String>,
 }
 
 impl Params {

@@ -1,6 +1,6 @@
 //! Reading whole messages from a client before the relay starts (startup and auth).
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::error::SessionError;
@@ -14,7 +14,11 @@ pub async fn read_startup_packet(
 ) -> Result<BytesMut, SessionError> {
     loop {
         if let Some(len) = frame::startup_packet_len(buf)? {
-            return Ok(buf.split_to(len));
+            // Copied out rather than split off: a split buffer becomes shared, and every
+            // later reuse of it (by the relay, at each message) checks a shared count.
+            let packet = BytesMut::from(&buf[..len]);
+            buf.advance(len);
+            return Ok(packet);
         }
         fill(stream, buf).await?;
     }
@@ -28,8 +32,9 @@ pub async fn read_message(
 ) -> Result<(u8, BytesMut), SessionError> {
     loop {
         if let Some(f) = frame::next_frame(buf, 0, max_len)? {
-            let mut message = buf.split_to(f.len);
-            let _ = message.split_to(frame::HEADER_LEN);
+            // (Copied out: see `read_startup_packet`.)
+            let message = BytesMut::from(&buf[frame::HEADER_LEN..f.len]);
+            buf.advance(f.len);
             return Ok((f.tag, message));
         }
         fill(stream, buf).await?;

@@ -180,24 +180,27 @@ struct ClientStatement {
 const SPARE_CAPACITY: usize = 64;
 
 /// Per-session state: the client's names and the replies still expected, batch by batch.
+/// In declaration order (`repr(C)`): what every message reads comes first (the relay's
+/// state is laid out for as few cache lines per wake as can be; see `Relay`).
 #[derive(Debug)]
+#[repr(C)]
 pub struct Statements {
-    by_client_name: HashMap<Vec<u8>, Arc<Prepared>>,
-    /// The server is in copy-in mode: it ignores Sync, so Syncs open no batch.
-    copy_in: bool,
-    /// Syncs sent since the last Execute/Query: if that Execute starts COPY FROM STDIN,
-    /// the server swallows them, and the batches they opened belong to the COPY's.
-    syncs_since_execute: usize,
-    /// This session parsed the unnamed statement on the connection it holds now.
-    unnamed_here: bool,
-    /// ... and has not executed it yet: the connection must stay (it holds that statement).
-    unnamed_pending: bool,
     /// Parse/Close replies expected, for each batch sent (ended by Sync or Query); the
     /// last one is still open.
     batches: VecDeque<VecDeque<Reply>>,
     /// A finished batch's emptied queue, kept for the next batch: a session that parses
     /// in every batch then allocates nothing per batch.
     spare: VecDeque<Reply>,
+    /// Syncs sent since the last Execute/Query: if that Execute starts COPY FROM STDIN,
+    /// the server swallows them, and the batches they opened belong to the COPY's.
+    syncs_since_execute: usize,
+    /// The server is in copy-in mode: it ignores Sync, so Syncs open no batch.
+    copy_in: bool,
+    /// This session parsed the unnamed statement on the connection it holds now.
+    unnamed_here: bool,
+    /// ... and has not executed it yet: the connection must stay (it holds that statement).
+    unnamed_pending: bool,
+    by_client_name: HashMap<Vec<u8>, Arc<Prepared>>,
     /// The session's search_path (empty: the server's default), part of each proxy-wide
     /// name: the same text finds other tables under another path, so clients with
     /// different paths never share a statement.

@@ -68,16 +68,10 @@ pub(super) enum Step {
 /// reads first (see `Relay`).
 #[repr(C)]
 pub(super) struct Routing {
+    /// When the running statement's rule timeout fires (read at every wake).
+    pub deadline: Option<Instant>,
     pub snapshot: Arc<Snapshot>,
     pub pools: Arc<PoolSet>,
-    /// For each batch at the front of the input: a statement after its first one writes.
-    pub later_writes: VecDeque<bool>,
-    /// For each batch at the front of the input: its end (Sync, Flush) has arrived.
-    pub batch_ends: VecDeque<bool>,
-    /// How many bytes of input the batches above were read from.
-    pub input_len: usize,
-    /// When the running statement's rule timeout fires.
-    pub deadline: Option<Instant>,
     /// A slot in the replica's outstanding-request count while its connection is held.
     in_flight: Option<InFlight>,
     /// The primary's WAL position after this session's last write: replicas serve its
@@ -99,6 +93,12 @@ pub(super) struct Routing {
     pub txn_wrote: bool,
     /// ... and created functions: once it ends, the write-function list is read again.
     pub functions_defined: bool,
+    /// For each batch at the front of the input: a statement after its first one writes.
+    pub later_writes: VecDeque<bool>,
+    /// For each batch at the front of the input: its end (Sync, Flush) has arrived.
+    pub batch_ends: VecDeque<bool>,
+    /// How many bytes of input the batches above were read from.
+    pub input_len: usize,
     /// `SET pgstrata.route`: the session's own preference for reads.
     pub(super) session_route: Option<RouteTarget>,
     /// An extended batch whose statement the proxy answers, until its Sync.
