@@ -475,6 +475,99 @@ mod tests {
         }
     }
 
+    /// The filter finds a part wherever one starts, as a plain look at every position would.
+    #[test]
+    fn the_filter_agrees_with_a_look_at_every_position() {
+        use rand::{Rng, SeedableRng};
+        let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+        // The word parts the analysis reacts to (see `part_at`).
+        let parts = [
+            "do",
+            "set",
+            "discard",
+            "drop",
+            "deallocate",
+            "declare",
+            "listen",
+            "load",
+            "close",
+            "prepare",
+            "temp",
+            "advisory",
+            "alter",
+        ];
+        let by_hand = |sql: &[u8]| {
+            (0..sql.len()).any(|i| {
+                parts.iter().any(|part| {
+                    let end = i + part.len();
+                    sql.get(i..end)
+                        .is_some_and(|s| s.eq_ignore_ascii_case(part.as_bytes()))
+                        && (*part != "do"
+                            || (i == 0 || !ident(sql[i - 1]))
+                                && sql.get(end).is_none_or(|b| !ident(*b)))
+                })
+            })
+        };
+        // Parts, pieces of them, letters and separators run together, so that parts, near
+        // misses, overlaps and `do` inside and outside words all come up.
+        let pieces: &[&[u8]] = &[
+            b"do",
+            b"DO",
+            b"d",
+            b"o",
+            b"se",
+            b"SeT",
+            b"t",
+            b"emp",
+            b"te",
+            b"drop",
+            b"dis",
+            b"card",
+            b"de",
+            b"alloc",
+            b"ate",
+            b"clare",
+            b"lis",
+            b"ten",
+            b"lo",
+            b"ad",
+            b"vis",
+            b"ory",
+            b"al",
+            b"ter",
+            b"cl",
+            b"ose",
+            b"pre",
+            b"pare",
+            b"_",
+            b" ",
+            b";",
+            b"'",
+            b"(",
+            b"$",
+            b"x",
+            b"\xc3\xa9",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut found = 0;
+        for _ in 0..20_000 {
+            let mut sql = Vec::new();
+            for _ in 0..rng.random_range(0..6) {
+                sql.extend_from_slice(pieces[rng.random_range(0..pieces.len())]);
+            }
+            let expected = by_hand(&sql);
+            found += usize::from(expected);
+            assert_eq!(
+                may_have_effects(&sql),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(&sql)
+            );
+        }
+        // Both answers came up often.
+        assert!((2_000..18_000).contains(&found), "{found}");
+    }
+
     /// Every statement the other tests give effects to passes the filter.
     #[test]
     fn the_filter_never_hides_an_effect() {
