@@ -188,7 +188,13 @@ impl ServerConnection {
                         secret: body.secret_key(),
                     };
                 }
-                backend::Message::ReadyForQuery(_) => return Ok(()),
+                backend::Message::ReadyForQuery(_) => {
+                    // Messages parsed off the buffer were split from it, which left it
+                    // shared; the relay reuses it at every message, and a shared buffer
+                    // checks a count in another allocation each time. A fresh one instead.
+                    self.read_buf = BytesMut::from(&self.read_buf[..]);
+                    return Ok(());
+                }
                 backend::Message::ErrorResponse(body) => {
                     return Err(BackendError::Server(fields_of(&body)?));
                 }
