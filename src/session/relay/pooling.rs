@@ -84,7 +84,7 @@ impl Relay {
             routing.held(Role::Primary);
         }
         let deferred_begin = self.routing.as_ref().is_some_and(|r| r.deferred_begin);
-        if deferred_begin || server.statements.stale() || !self.settings_carried(&mut server) {
+        if deferred_begin || server.statements.stale() || self.settings_sql(&mut server).is_some() {
             return Err(Some(server));
         }
         self.attached(server, false);
@@ -106,22 +106,23 @@ impl Relay {
         }
     }
 
-    /// Whether `server` carries this client's settings already (known by address from now on).
-    fn settings_carried(&self, server: &mut ServerConnection) -> bool {
+    /// The statement that gives `server` this client's settings; None when it carries
+    /// them already (from then on known by address).
+    fn settings_sql(&self, server: &mut ServerConnection) -> Option<String> {
         let wanted = &self.session.settings;
         if server
             .applied
             .as_ref()
             .is_some_and(|a| Arc::ptr_eq(a, wanted))
         {
-            return true;
+            return None;
         }
-        if hidden::reconcile_settings(server.applied.as_deref(), wanted).is_some() {
-            return false;
+        let sql = hidden::reconcile_settings(server.applied.as_deref(), wanted);
+        if sql.is_none() {
+            // Equal settings in another copy.
+            server.applied = Some(Arc::clone(wanted));
         }
-        // Equal settings in another copy.
-        server.applied = Some(Arc::clone(wanted));
-        true
+        sql
     }
 
     /// Tells the client each parameter `server` reports with another value than the client
@@ -146,12 +147,7 @@ impl Relay {
     /// Gives `server` this client's settings if it carries others. Run before the client's
     /// bytes and waited for: the client's statements must not run under another's settings.
     async fn reconcile(&mut self, server: &mut PooledServer) -> Result<(), SessionError> {
-        if self.settings_carried(server) {
-            return Ok(());
-        }
-        let Some(sql) =
-            hidden::reconcile_settings(server.applied.as_deref(), &self.session.settings)
-        else {
+        let Some(sql) = self.settings_sql(server) else {
             return Ok(());
         };
         let on_replica = self.routing.as_ref().is_some_and(|r| r.on_replica());
