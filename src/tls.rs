@@ -72,6 +72,16 @@ impl ClientStream {
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
     }
+
+    /// Writes without waiting, where the transport allows it (plain TCP): the bytes
+    /// written, or WouldBlock. TLS always answers WouldBlock and is written when the
+    /// relay's wait finds the socket writable.
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.try_write(buf),
+            ClientStream::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
 }
 
 impl AsyncRead for ClientStream {
@@ -110,89 +120,6 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-impl ClientStream {
-    /// Splits into read and write halves; plain TCP without a lock between them.
-    pub fn into_split(self) -> (ClientReader, ClientWriter) {
-        match self {
-            ClientStream::Plain(tcp) => {
-                let (r, w) = tcp.into_split();
-                (ClientReader::Plain(r), ClientWriter::Plain(w))
-            }
-            ClientStream::Tls(tls) => {
-                let (r, w) = tokio::io::split(*tls);
-                (ClientReader::Tls(r), ClientWriter::Tls(w))
-            }
-        }
-    }
-}
-
-/// The read half of a client connection.
-pub enum ClientReader {
-    Plain(tokio::net::tcp::OwnedReadHalf),
-    Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
-}
-
-/// The write half of a client connection.
-pub enum ClientWriter {
-    Plain(tokio::net::tcp::OwnedWriteHalf),
-    Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
-}
-
-impl ClientWriter {
-    pub fn is_tls(&self) -> bool {
-        matches!(self, ClientWriter::Tls(_))
-    }
-
-    /// Writes without waiting, where the transport allows it (plain TCP): the bytes written,
-    /// or WouldBlock. TLS always answers WouldBlock and is written when the relay's wait finds the socket writable.
-    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            ClientWriter::Plain(w) => w.try_write(buf),
-            ClientWriter::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-impl AsyncRead for ClientReader {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientReader::Plain(r) => Pin::new(r).poll_read(cx, buf),
-            ClientReader::Tls(r) => Pin::new(r).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientWriter {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientWriter::Plain(w) => Pin::new(w).poll_write(cx, buf),
-            ClientWriter::Tls(w) => Pin::new(w).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientWriter::Plain(w) => Pin::new(w).poll_flush(cx),
-            ClientWriter::Tls(w) => Pin::new(w).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientWriter::Plain(w) => Pin::new(w).poll_shutdown(cx),
-            ClientWriter::Tls(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
 }

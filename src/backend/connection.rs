@@ -11,7 +11,6 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use super::error::BackendError;
@@ -50,8 +49,9 @@ pub struct ServerKey {
 #[derive(Debug)]
 #[repr(C)]
 pub struct ServerConnection {
-    pub reader: OwnedReadHalf,
-    pub writer: OwnedWriteHalf,
+    /// One owner, not split in halves: the stream's state sits here, not behind an `Arc`
+    /// in another allocation that each read and write would touch.
+    pub stream: TcpStream,
     /// Bytes read from the server and not yet consumed.
     pub read_buf: BytesMut,
     /// Status from the last ReadyForQuery.
@@ -89,10 +89,8 @@ impl ServerConnection {
                 source,
             })?;
         stream.set_nodelay(true)?;
-        let (reader, writer) = stream.into_split();
         let mut conn = ServerConnection {
-            reader,
-            writer,
+            stream,
             read_buf: BytesMut::with_capacity(8192),
             params: Params::default(),
             key: ServerKey { pid: 0, secret: 0 },
@@ -117,7 +115,7 @@ impl ServerConnection {
             ("database", self.target.database.as_str()),
         ];
         frontend::startup_message(params.iter().copied(), &mut buf)?;
-        self.writer.write_all(&buf).await?;
+        self.stream.write_all(&buf).await?;
         let mut scram: Option<ScramSha256> = None;
         let mut scram_done = false;
         loop {
@@ -218,7 +216,7 @@ impl ServerConnection {
     ) -> Result<(), BackendError> {
         let mut buf = BytesMut::new();
         build(&mut buf)?;
-        self.writer.write_all(&buf).await?;
+        self.stream.write_all(&buf).await?;
         Ok(())
     }
 
@@ -231,7 +229,7 @@ impl ServerConnection {
             if let Some(msg) = backend::Message::parse(&mut self.read_buf)? {
                 return Ok(msg);
             }
-            if self.reader.read_buf(&mut self.read_buf).await? == 0 {
+            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
                 return Err(BackendError::Closed);
             }
         }
@@ -281,7 +279,7 @@ impl ServerConnection {
                         return Err(BackendError::Protocol("invalid message length from server"))
                     }
                 }
-                if self.reader.read_buf(&mut self.read_buf).await? == 0 {
+                if self.stream.read_buf(&mut self.read_buf).await? == 0 {
                     return Err(BackendError::Closed);
                 }
             };
@@ -327,15 +325,12 @@ impl ServerConnection {
         // No readiness event since the last read: nothing arrived, and no syscall is
         // needed to know it (this runs at every checkout). `try_io` only reads the
         // readiness flags: it registers no waker and leaves them as they are.
-        let ready = self
-            .reader
-            .as_ref()
-            .try_io(tokio::io::Interest::READABLE, || Ok(()));
+        let ready = self.stream.try_io(tokio::io::Interest::READABLE, || Ok(()));
         if ready.is_err() {
             return true;
         }
         let mut probe = [0u8; 1];
-        matches!(self.reader.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     /// Whether the connection can go back to the pool as it is.
@@ -365,6 +360,6 @@ fn fields_of(body: &backend::ErrorResponseBody) -> Result<ErrorFields, BackendEr
 impl Drop for ServerConnection {
     fn drop(&mut self) {
         // Best effort Terminate so the server logs a clean disconnect; never blocks.
-        let _ = self.writer.try_write(b"X\0\0\0\x04");
+        let _ = self.stream.try_write(b"X\0\0\0\x04");
     }
 }

@@ -53,7 +53,7 @@ pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
     };
     let client_params = attached.params;
     let relay = Relay::new(
-        stream.into_split(),
+        stream,
         attached.buf,
         attached.server,
         relay::Session {

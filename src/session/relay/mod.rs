@@ -30,7 +30,7 @@ use crate::proxy::{Proxy, Snapshot};
 use crate::rules::PoolMode;
 use crate::shutdown::Listener;
 use crate::sql::effects::PinReason;
-use crate::tls::{ClientReader, ClientWriter};
+use crate::tls::ClientStream;
 use release::release;
 use routing::Routing;
 
@@ -96,8 +96,9 @@ pub struct Relay {
     from_client: BytesMut,
     to_client: BytesMut,
     to_server: BytesMut,
-    client_reader: ClientReader,
-    client_writer: ClientWriter,
+    /// The client's connection, whole: read and written in turn by the one relay task
+    /// (halves would put the socket's state behind an `Arc`, and TLS's behind a lock).
+    client: ClientStream,
     /// Why this session keeps its server connection between transactions, if it does.
     pin: Option<PinReason>,
     /// Settings may have changed in this transaction: read them back before releasing.
@@ -132,7 +133,7 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(
-        (client_reader, client_writer): (ClientReader, ClientWriter),
+        client: ClientStream,
         from_client: BytesMut,
         server: Option<PooledServer>,
         session: Session,
@@ -157,8 +158,7 @@ impl Relay {
             statements
         });
         Relay {
-            client_reader,
-            client_writer,
+            client,
             from_client,
             to_client: BytesMut::with_capacity(READ_CHUNK),
             to_server: BytesMut::with_capacity(READ_CHUNK),
@@ -212,7 +212,7 @@ impl Relay {
             metrics::error(reply.code.class());
             reply.encode(&mut self.to_client);
         }
-        let writer = &mut self.client_writer;
+        let writer = &mut self.client;
         let to_client = &self.to_client;
         let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
             writer.write_all(to_client).await?;
@@ -334,7 +334,7 @@ impl Relay {
     fn write_ahead(&mut self) -> Option<End> {
         if let Some(server) = self.server.as_deref() {
             if !self.to_server.is_empty() {
-                match server.writer.try_write(&self.to_server) {
+                match server.stream.try_write(&self.to_server) {
                     Ok(n) => {
                         self.to_server.advance(n);
                         rewind(&mut self.to_server);
@@ -345,7 +345,7 @@ impl Relay {
             }
         }
         if !self.to_client.is_empty() {
-            match self.client_writer.try_write(&self.to_client) {
+            match self.client.try_write(&self.to_client) {
                 Ok(n) => {
                     self.to_client.advance(n);
                     rewind(&mut self.to_client);

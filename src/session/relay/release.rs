@@ -20,7 +20,7 @@ impl Relay {
             let Some(server) = self.server.as_deref_mut() else {
                 return;
             };
-            if server.writer.write_buf(&mut self.to_server).await.is_err() {
+            if server.stream.write_buf(&mut self.to_server).await.is_err() {
                 return;
             }
         }
@@ -29,7 +29,7 @@ impl Relay {
                 return;
             };
             reserve(&mut conn.read_buf);
-            match conn.reader.read_buf(&mut conn.read_buf).await {
+            match conn.stream.read_buf(&mut conn.read_buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
                     if self.take_server_frames(!client_reads).is_err() {
@@ -38,11 +38,9 @@ impl Relay {
                 }
             }
             if client_reads {
-                let written = tokio::time::timeout(
-                    GOODBYE_TIMEOUT,
-                    self.client_writer.write_all(&self.to_client),
-                )
-                .await;
+                let written =
+                    tokio::time::timeout(GOODBYE_TIMEOUT, self.client.write_all(&self.to_client))
+                        .await;
                 client_reads = matches!(written, Ok(Ok(())));
                 self.to_client.clear();
             }

@@ -16,7 +16,7 @@ use tokio_util::io::poll_read_buf;
 
 use super::{rewind, Relay, HIGH_WATER, INPUT_LIMIT};
 use crate::backend::ServerConnection;
-use crate::tls::ClientWriter;
+use crate::tls::ClientStream;
 
 /// What the relay woke up for.
 #[derive(Debug)]
@@ -87,19 +87,16 @@ impl Relay {
             }
         }
         if let Some(ServerConnection {
-            reader,
-            writer,
-            read_buf,
-            ..
+            stream, read_buf, ..
         }) = self.server.as_deref_mut()
         {
             if self.to_client.len() < HIGH_WATER {
-                if let Poll::Ready(read) = poll_read_buf(Pin::new(reader), cx, read_buf) {
+                if let Poll::Ready(read) = poll_read_buf(Pin::new(&mut *stream), cx, read_buf) {
                     return Poll::Ready(Wake::ServerRead(read));
                 }
             }
             if !self.to_server.is_empty() {
-                if let Poll::Ready(written) = poll_write(Pin::new(writer), cx, &mut self.to_server)
+                if let Poll::Ready(written) = poll_write(Pin::new(stream), cx, &mut self.to_server)
                 {
                     return Poll::Ready(Wake::ServerWritten(written));
                 }
@@ -107,7 +104,7 @@ impl Relay {
         }
         if !self.to_client.is_empty() || self.client_unflushed {
             if let Poll::Ready(written) = poll_write_client(
-                &mut self.client_writer,
+                &mut self.client,
                 cx,
                 &mut self.to_client,
                 &mut self.client_unflushed,
@@ -125,7 +122,7 @@ impl Relay {
     #[inline(always)]
     fn poll_client_read(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
         if self.to_server.len() < HIGH_WATER && self.from_client.len() < INPUT_LIMIT {
-            let reader = Pin::new(&mut self.client_reader);
+            let reader = Pin::new(&mut self.client);
             if let Poll::Ready(read) = poll_read_buf(reader, cx, &mut self.from_client) {
                 return Poll::Ready(Wake::ClientRead(read));
             }
@@ -148,7 +145,7 @@ fn poll_write<W: AsyncWrite>(
 
 /// Writes to the client, or flushes TLS records written before once nothing is left.
 fn poll_write_client(
-    writer: &mut ClientWriter,
+    writer: &mut ClientStream,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
     unflushed: &mut bool,
