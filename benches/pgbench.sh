@@ -2,8 +2,9 @@
 # Performance comparison: pgbench select-only against PostgreSQL directly,
 # through pgstrata, PgBouncer and Pgpool-II, alternating targets round by
 # round, then a markdown table of median TPS, ratio to direct and CPU per
-# transaction: the proxy's, PostgreSQL's (all its processes) and pgbench's, with
-# the machine's idle share (on a small machine they all share the same cores).
+# transaction: the proxy's, PostgreSQL's (all its processes, a replica's too)
+# and pgbench's, with the machine's idle share (on a small machine they all
+# share the same cores).
 # With REPLICA=1 the script also runs a streaming replica and reports which
 # share of the statements each target sent to the primary.
 #
@@ -248,6 +249,15 @@ children_ticks() {
     awk '{ print $14 + $15 }' <<<"${stat##*) }"
 }
 
+# CPU time of every PostgreSQL server process (primary and replica), in clock ticks.
+server_ticks() {
+    local total=0 pid
+    for pid in $pg_pid $replica_pid; do
+        total=$((total + $(cpu_ticks "$pid")))
+    done
+    echo "$total"
+}
+
 # "busy idle" clock ticks of the whole machine, from /proc/stat.
 machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat; }
 
@@ -256,6 +266,7 @@ machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6;
 tmp=""
 pg_started=0
 pg_pid=""
+replica_pid=""
 replica_started=0
 pgbouncer_pid=""
 pgstrata_pid=""
@@ -392,6 +403,7 @@ start_replica() {
     as_server_user "$PG_BIN/pg_ctl" -D "$tmp/replica" -l "$tmp/replica.log" -w -t 60 start >/dev/null ||
         { tail -n 20 "$tmp/replica.log" >&2; die "the replica did not start"; }
     replica_started=1
+    replica_pid="$(head -n 1 "$tmp/replica/postmaster.pid")"
     [[ "$(psql_admin "$replica_port" postgres -Atc 'SELECT pg_is_in_recovery()')" == t ]] ||
         die "the replica on port $replica_port is not in recovery"
 }
@@ -673,7 +685,7 @@ run_pgbench() {
 
     counts_before="$(statement_counts)"
     [[ -n "$pid" ]] && before="$(cpu_ticks "$pid")"
-    pg_before="$(cpu_ticks "$pg_pid")"
+    pg_before="$(server_ticks)"
     kids_before="$(children_ticks)"
     machine_before="$(machine_ticks)"
     # In the background so that a signal reaches our trap without waiting for the run.
@@ -685,7 +697,7 @@ run_pgbench() {
     machine_after="$(machine_ticks)"
     kids_after="$(children_ticks)"
     [[ -n "$pid" ]] && after="$(cpu_ticks "$pid")"
-    pg_after="$(cpu_ticks "$pg_pid")"
+    pg_after="$(server_ticks)"
     counts_after="$(statement_counts)"
 
     run_tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out")"
@@ -750,7 +762,7 @@ measure() {
                         failures=$((failures + 1))
                     fi
                     if [[ -n "$RESULTS_CSV" ]]; then
-                        echo "$mode,$clients,$target,$((round + 1)),${run_tps:-failed},${run_cpu_us:-},${run_share:-}" >>"$RESULTS_CSV"
+                        echo "$mode,$clients,$target,$((round + 1)),${run_tps:-failed},${run_cpu_us:-},${run_share:-},${run_pg_us:-},${run_bench_us:-},${run_idle:-}" >>"$RESULTS_CSV"
                     fi
                 done
             done
@@ -820,10 +832,8 @@ report() {
                 ratio="-"
                 [[ -n "$tps" && -n "$direct" ]] &&
                     ratio="$(awk -v a="$tps" -v b="$direct" 'BEGIN { printf "%.2f", a / b }')"
-                cpu="$(median <<<"${cpu_runs[$key]:-}")"
-                [[ -n "$cpu" ]] && cpu="$(awk -v c="$cpu" 'BEGIN { printf "%.1f", c }')"
-                share="$(median <<<"${share_runs[$key]:-}")"
-                [[ -n "$share" ]] && share="$(awk -v s="$share" 'BEGIN { printf "%.1f", s }')"
+                cpu="$(one_decimal "$(median <<<"${cpu_runs[$key]:-}")")"
+                share="$(one_decimal "$(median <<<"${share_runs[$key]:-}")")"
                 pg="$(one_decimal "$(median <<<"${pg_runs[$key]:-}")")"
                 bench="$(one_decimal "$(median <<<"${bench_runs[$key]:-}")")"
                 idle="$(one_decimal "$(median <<<"${idle_runs[$key]:-}")")"
@@ -872,7 +882,7 @@ main() {
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     make_tmp
-    [[ -n "$RESULTS_CSV" ]] && echo "mode,clients,target,round,tps,cpu_us_per_txn,primary_share_pct" >"$RESULTS_CSV"
+    [[ -n "$RESULTS_CSV" ]] && echo "mode,clients,target,round,tps,cpu_us_per_txn,primary_share_pct,postgres_us_per_txn,pgbench_us_per_txn,idle_pct" >"$RESULTS_CSV"
 
     start_postgres
     [[ "$REPLICA" == 1 ]] && start_replica
