@@ -73,6 +73,15 @@ impl ClientStream {
         matches!(self, ClientStream::Tls(_))
     }
 
+    /// Ready when a read may find bytes. Always for TLS, which may hold decrypted bytes
+    /// the socket no longer shows.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            ClientStream::Plain(s) => s.poll_read_ready(cx),
+            ClientStream::Tls(_) => Poll::Ready(Ok(())),
+        }
+    }
+
     /// Writes without waiting, where the transport allows it (plain TCP): the bytes
     /// written, or WouldBlock. TLS always answers WouldBlock and is written when the
     /// relay's wait finds the socket writable.

@@ -19,6 +19,9 @@ use crate::protocol::message::{self, Backend, ErrorFields};
 use crate::protocol::TxStatus;
 use crate::rules::Secret;
 
+/// Room made in the read buffer before each of the connection's own reads.
+const READ_ROOM: usize = 8192;
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct ServerTarget {
@@ -91,7 +94,7 @@ impl ServerConnection {
         stream.set_nodelay(true)?;
         let mut conn = ServerConnection {
             stream,
-            read_buf: BytesMut::with_capacity(8192),
+            read_buf: BytesMut::with_capacity(READ_ROOM),
             params: Params::default(),
             key: ServerKey { pid: 0, secret: 0 },
             target,
@@ -229,10 +232,19 @@ impl ServerConnection {
             if let Some(msg) = backend::Message::parse(&mut self.read_buf)? {
                 return Ok(msg);
             }
-            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+            if self.read_more().await? == 0 {
                 return Err(BackendError::Closed);
             }
         }
+    }
+
+    /// Reads what the server sent, with room for a whole reply (the relay gives an empty
+    /// read buffer's memory back, so it may hold none).
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.read_buf.capacity() - self.read_buf.len() < READ_ROOM / 4 {
+            self.read_buf.reserve(READ_ROOM);
+        }
+        self.stream.read_buf(&mut self.read_buf).await
     }
 
     /// Runs one simple query whose results nobody sees; tracks ParameterStatus and the status.
@@ -279,7 +291,7 @@ impl ServerConnection {
                         return Err(BackendError::Protocol("invalid message length from server"))
                     }
                 }
-                if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                if self.read_more().await? == 0 {
                     return Err(BackendError::Closed);
                 }
             };

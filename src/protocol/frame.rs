@@ -206,8 +206,8 @@ impl Streamer {
                         if skip < HEADER_LEN || skip > available {
                             return Err(FrameError::Malformed(tag as char));
                         }
-                        output.extend_from_slice(&input[run..taken]);
-                        output.extend_from_slice(&with);
+                        append(output, &input[run..taken]);
+                        append(output, &with);
                         taken += skip;
                         run = taken;
                         self.remaining = len - skip;
@@ -222,7 +222,7 @@ impl Streamer {
                 }
             };
             if dropped {
-                output.extend_from_slice(&input[run..taken]);
+                append(output, &input[run..taken]);
                 run = taken + skip;
             }
             taken += skip;
@@ -233,10 +233,18 @@ impl Streamer {
             std::mem::swap(input, output);
             input.clear();
         } else {
-            output.extend_from_slice(&input[run..taken]);
+            append(output, &input[run..taken]);
             input.advance(taken);
         }
         Ok(flow)
+    }
+}
+
+/// Appends to `output`, in a spare buffer when it holds no memory (not a new allocation).
+fn append(output: &mut BytesMut, bytes: &[u8]) {
+    if !bytes.is_empty() {
+        super::buffers::lend(output);
+        output.extend_from_slice(bytes);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The wire: length-checked framing, the few decoded messages, SQLSTATEs and the replies
 //! the proxy produces itself. Everything else is forwarded as the original bytes.
 
+pub mod buffers;
 pub mod frame;
 pub mod message;
 pub mod reply;

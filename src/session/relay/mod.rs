@@ -25,6 +25,7 @@ use super::state::RelayState;
 use super::statements::Statements;
 use crate::backend::{CancelKey, Params, PoolSet, PooledServer};
 use crate::metrics;
+use crate::protocol::buffers::give_back;
 use crate::protocol::frame::Streamer;
 use crate::proxy::{Proxy, Snapshot};
 use crate::rules::PoolMode;
@@ -39,8 +40,6 @@ const HIGH_WATER: usize = 1024 * 1024;
 /// Stop reading a client whose messages routing holds back beyond this (room for the
 /// largest message whose body is read whole, 1 MiB, and more).
 const INPUT_LIMIT: usize = 2 * HIGH_WATER;
-/// Room kept free in read buffers before each read.
-const READ_CHUNK: usize = 16 * 1024;
 /// How long finishing a departed client's requests, or resetting a connection, may take.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the last words to a client may take.
@@ -160,8 +159,8 @@ impl Relay {
         Relay {
             client,
             from_client,
-            to_client: BytesMut::with_capacity(READ_CHUNK),
-            to_server: BytesMut::with_capacity(READ_CHUNK),
+            to_client: BytesMut::new(),
+            to_server: BytesMut::new(),
             server,
             session,
             state: RelayState::default(),
@@ -293,10 +292,6 @@ impl Relay {
             if shutting_down && self.is_quiet() {
                 return Ok(End::Shutdown);
             }
-            reserve(&mut self.from_client);
-            if let Some(server) = self.server.as_deref_mut() {
-                reserve(&mut server.read_buf);
-            }
             match self.wait(shutting_down).await {
                 wait::Wake::TimedOut => Box::pin(self.statement_timed_out()).await,
                 wait::Wake::Shutdown => shutting_down = true,
@@ -337,7 +332,7 @@ impl Relay {
                 match server.stream.try_write(&self.to_server) {
                     Ok(n) => {
                         self.to_server.advance(n);
-                        rewind(&mut self.to_server);
+                        give_back(&mut self.to_server);
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(_) => return Some(End::ServerLost),
@@ -348,7 +343,7 @@ impl Relay {
             match self.client.try_write(&self.to_client) {
                 Ok(n) => {
                     self.to_client.advance(n);
-                    rewind(&mut self.to_client);
+                    give_back(&mut self.to_client);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(_) => return Some(End::ClientGone),
@@ -377,24 +372,5 @@ impl Relay {
             && self.server.as_deref().is_none_or(|s| s.read_buf.is_empty())
             && self.server_stream.at_boundary()
             && self.client_stream.at_boundary()
-    }
-}
-
-/// Makes room for a read. An empty buffer starts again at the front of its memory: reads
-/// and writes then keep touching the same few cache lines instead of walking the whole
-/// allocation (which costs cache misses here and in the kernel's copies).
-fn reserve(buf: &mut BytesMut) {
-    rewind(buf);
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
-}
-
-/// Moves an empty buffer's start back to the front of its allocation (no copy, no
-/// allocation; nothing when it is there already or the memory is shared).
-fn rewind(buf: &mut BytesMut) {
-    if buf.is_empty() {
-        // Asking for more than the capacity after the start reclaims what lies before it.
-        let _ = buf.try_reclaim(buf.capacity() + 1);
     }
 }

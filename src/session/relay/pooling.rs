@@ -276,6 +276,8 @@ impl Relay {
         if let Some(mut server) = self.server.take() {
             self.session.cancel_key.clear();
             server.needs_reset = false;
+            // Idle in the pool, it needs no read buffer until its next user reads.
+            crate::protocol::buffers::give_back(&mut server.read_buf);
         }
         if let Some(statements) = self.statements.as_mut() {
             statements.detached();

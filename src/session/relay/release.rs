@@ -3,10 +3,11 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{reserve, Relay, GOODBYE_TIMEOUT, RESET_TIMEOUT};
+use super::{Relay, GOODBYE_TIMEOUT, RESET_TIMEOUT};
 use crate::backend::cancel::{send_cancel, CancelTarget};
 use crate::backend::{PooledServer, ServerConnection};
 use crate::metrics;
+use crate::protocol::buffers::reserve;
 use crate::protocol::TxStatus;
 use crate::session::state::RelayState;
 

@@ -10,12 +10,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_util::io::poll_read_buf;
 
-use super::{rewind, Relay, HIGH_WATER, INPUT_LIMIT};
+use super::{Relay, HIGH_WATER, INPUT_LIMIT};
 use crate::backend::ServerConnection;
+use crate::protocol::buffers::{give_back, reserve};
 use crate::tls::ClientStream;
 
 /// What the relay woke up for.
@@ -91,7 +93,7 @@ impl Relay {
         }) = self.server.as_deref_mut()
         {
             if self.to_client.len() < HIGH_WATER {
-                if let Poll::Ready(read) = poll_read_buf(Pin::new(&mut *stream), cx, read_buf) {
+                if let Poll::Ready(read) = poll_read_lent(stream, cx, read_buf) {
                     return Poll::Ready(Wake::ServerRead(read));
                 }
             }
@@ -122,12 +124,49 @@ impl Relay {
     #[inline(always)]
     fn poll_client_read(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
         if self.to_server.len() < HIGH_WATER && self.from_client.len() < INPUT_LIMIT {
-            let reader = Pin::new(&mut self.client);
-            if let Poll::Ready(read) = poll_read_buf(reader, cx, &mut self.from_client) {
+            if let Poll::Ready(read) = poll_read_lent(&mut self.client, cx, &mut self.from_client) {
                 return Poll::Ready(Wake::ClientRead(read));
             }
         }
         Poll::Pending
+    }
+}
+
+/// Reads into `buf`. One that holds no memory is lent a buffer only once the socket has
+/// bytes; a buffer goes back when nothing came (so a waiting session holds none).
+#[inline(always)]
+fn poll_read_lent<R: AsyncRead + ReadReady + Unpin>(
+    reader: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() == 0 && reader.poll_read_ready(cx).is_pending() {
+        return Poll::Pending;
+    }
+    reserve(buf);
+    let read = poll_read_buf(Pin::new(reader), cx, buf);
+    if read.is_pending() {
+        give_back(buf);
+    }
+    read
+}
+
+/// A transport that can tell it has bytes to read before it is given a buffer.
+trait ReadReady {
+    /// Ready when a read may find bytes (or the end, or an error); registers the task to
+    /// be woken otherwise.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl ReadReady for ClientStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ClientStream::poll_read_ready(self, cx)
     }
 }
 
@@ -139,7 +178,7 @@ fn poll_write<W: AsyncWrite>(
 ) -> Poll<io::Result<()>> {
     let n = std::task::ready!(writer.poll_write(cx, buf))?;
     buf.advance(n);
-    rewind(buf);
+    give_back(buf);
     Poll::Ready(Ok(()))
 }
 
@@ -159,4 +198,35 @@ fn poll_write_client(
         *unflushed = tls;
     }
     Poll::Ready(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn a_waiting_read_holds_no_buffer_and_a_ready_one_reads() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        // Nothing sent yet: pending, and no memory taken for it.
+        let waiting = poll_fn(|cx| Poll::Ready(poll_read_lent(&mut stream, cx, &mut buf))).await;
+        assert!(waiting.is_pending());
+        assert_eq!(buf.capacity(), 0);
+        peer.write_all(b"Q\0\0\0\x0dSELECT 1\0").await.unwrap();
+        let read = poll_fn(|cx| poll_read_lent(&mut stream, cx, &mut buf)).await;
+        assert_eq!(read.unwrap(), 14);
+        assert_eq!(&buf[..], b"Q\0\0\0\x0dSELECT 1\0");
+        // Read and emptied, the buffer goes back at the next wait.
+        buf.clear();
+        let waiting = poll_fn(|cx| Poll::Ready(poll_read_lent(&mut stream, cx, &mut buf))).await;
+        assert!(waiting.is_pending());
+        assert_eq!(buf.capacity(), 0);
+    }
 }
