@@ -37,9 +37,11 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Serves one client connection to its end. Errors end only this connection.
 pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
     let (mut stream, buf, startup) =
-        match tokio::time::timeout(STARTUP_TIMEOUT, handshake(tcp, &proxy)).await {
+        // The opening's futures are boxed: the session's own future, which every client
+        // keeps until it leaves, then holds only what the relay's wait needs.
+        match Box::pin(tokio::time::timeout(STARTUP_TIMEOUT, handshake(tcp, &proxy))).await {
             Err(_) => return tracing::debug!("client did not finish startup in time"),
-            Ok(Err((e, mut stream))) => return report(stream.as_mut(), e).await,
+            Ok(Err((e, mut stream))) => return Box::pin(report(stream.as_mut(), e)).await,
             Ok(Ok(Opening::Cancel)) => return tracing::debug!("cancel request handled"),
             Ok(Ok(Opening::Session {
                 stream,
@@ -47,17 +49,29 @@ pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
                 startup,
             })) => (stream, buf, startup),
         };
-    let attached = match prepare(&mut stream, buf, &startup, &proxy).await {
+    let attached = match Box::pin(prepare(&mut stream, buf, &startup, &proxy)).await {
         Ok(attached) => attached,
-        Err(e) => return report(Some(&mut stream), e).await,
+        Err(e) => return Box::pin(report(Some(&mut stream), e)).await,
     };
+    drop(startup);
+    let (relay, database_permit) = relay_for(stream, attached, &proxy);
+    spawn_relay(relay).finish().await;
+    drop(database_permit);
+}
+
+/// The relay of an attached session, and the database's client slot it holds.
+fn relay_for(
+    stream: ClientStream,
+    attached: Attached,
+    proxy: &Arc<Proxy>,
+) -> (Relay, Option<OwnedSemaphorePermit>) {
     let client_params = attached.params;
     let relay = Relay::new(
         stream,
         attached.buf,
         attached.server,
         relay::Session {
-            proxy: Arc::clone(&proxy),
+            proxy: Arc::clone(proxy),
             snapshot: attached.snapshot,
             pools: attached.pools,
             user: attached.user,
@@ -70,30 +84,38 @@ pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
             client_params,
         },
     );
-    run_relay(relay).await;
-    drop(attached.database_permit);
+    (relay, attached.database_permit)
 }
 
 /// Runs the relay as a task of its own, so that each wake polls the relay's loop at once
 /// rather than through the futures of the session's opening (each a cold cache line per
 /// wake; measured with benches/footprint.sh). The task ends with this future: a shutdown
-/// that aborts the session aborts its relay.
-async fn run_relay(relay: Relay) {
-    struct AbortOnDrop(tokio::task::JoinHandle<()>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
+/// that aborts the session aborts its relay. Spawned at once, not from inside a future,
+/// so the session's future does not carry the relay's size.
+fn spawn_relay(relay: Relay) -> RelayTask {
     let span = tracing::Span::current();
-    let mut task = AbortOnDrop(match span.is_disabled() {
+    RelayTask(match span.is_disabled() {
         true => tokio::spawn(relay.run()),
         false => tokio::spawn(tracing::Instrument::instrument(relay.run(), span)),
-    });
-    if let Err(e) = (&mut task.0).await {
-        if e.is_panic() {
-            tracing::error!("session relay panicked");
+    })
+}
+
+/// The relay's task, aborted when dropped.
+struct RelayTask(tokio::task::JoinHandle<()>);
+
+impl RelayTask {
+    async fn finish(mut self) {
+        if let Err(e) = (&mut self.0).await {
+            if e.is_panic() {
+                tracing::error!("session relay panicked");
+            }
         }
+    }
+}
+
+impl Drop for RelayTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
