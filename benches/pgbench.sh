@@ -37,6 +37,10 @@
 #   PG_BIN                  PostgreSQL bin dir (default: newest /usr/lib/postgresql/*/bin)
 #   SERVER_AUTH=scram-sha-256  pg_hba method for TCP connections (scram-sha-256|md5|trust)
 #   RESULTS_CSV             also write one CSV row per run to this file
+#   IDLE_CLIENTS=0          after the timed runs, open this many clients (at most 900)
+#                           to pgstrata and PgBouncer, each running `SELECT 1` once
+#                           and then idle, and print each proxy's memory per idle
+#                           client (its RSS growth; benches/idle_clients.py)
 #   KEEP_TMP=1              keep the temp dir (logs, configs) after exit
 #
 # Runs as root (servers then run as the `postgres` OS user) or as a normal user.
@@ -61,6 +65,7 @@ SERVER_AUTH="${SERVER_AUTH:-scram-sha-256}"
 RESULTS_CSV="${RESULTS_CSV:-}"
 KEEP_TMP="${KEEP_TMP:-0}"
 REPLICA="${REPLICA:-0}"
+IDLE_CLIENTS="${IDLE_CLIENTS:-0}"
 PGO="${PGO:-1}"
 
 BENCH_USER=bench
@@ -86,6 +91,8 @@ check_knobs() {
     done
     [[ "$REPLICA" == 0 || "$REPLICA" == 1 ]] || die "REPLICA must be 0 or 1, not '$REPLICA'"
     [[ "$PGO" == 0 || "$PGO" == 1 ]] || die "PGO must be 0 or 1, not '$PGO'"
+    [[ "$IDLE_CLIENTS" =~ ^[0-9]+$ && "$IDLE_CLIENTS" -le 900 ]] ||
+        die "IDLE_CLIENTS must be a number from 0 to 900, not '$IDLE_CLIENTS'"
     for n in "$ROUNDS" "$BENCH_SECONDS" "$POOL_SIZE" "$THREADS" "$SCALE" "$WARMUP_SECONDS" $CLIENTS; do
         [[ "$n" =~ ^[0-9]+$ ]] || die "expected a number, got '$n'"
     done
@@ -868,6 +875,22 @@ report_vs_pgpool() {
     done
 }
 
+# Memory per idle client of each proxy (pgpool's children are processes of their own).
+report_idle_memory() {
+    ((IDLE_CLIENTS > 0)) || return 0
+    local target kib
+    echo
+    echo "| target | idle clients | KiB per idle client |"
+    echo "|--------|-------------:|--------------------:|"
+    for target in pgstrata pgbouncer; do
+        has_target "$target" || continue
+        kib="$(python3 "$(dirname "${BASH_SOURCE[0]}")/idle_clients.py" "$(target_port "$target")" \
+            "$IDLE_CLIENTS" "$(target_pid "$target")" "$BENCH_USER" "$BENCH_DB")" ||
+            die "idle clients through $target failed"
+        echo "| $target | $IDLE_CLIENTS | $kib |"
+    done
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -895,6 +918,7 @@ main() {
     warm_up
     measure
     report
+    report_idle_memory
     ((failures == 0))
 }
 
