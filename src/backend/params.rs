@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 /// In declaration order (`repr(C)`): what each transaction reads first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,7 +16,9 @@ pub struct Params {
     backslash_strings: bool,
     /// Read for every client message: kept at hand rather than looked up.
     application_name: String,
-    map: BTreeMap<String, String>,
+    /// Shared between copies until one changes (each client keeps a copy of what it
+    /// was told, mostly the same values as its server's and other clients').
+    map: Arc<BTreeMap<String, String>>,
 }
 
 impl Params {
@@ -25,7 +28,10 @@ impl Params {
             "standard_conforming_strings" => self.backslash_strings = value == "off",
             _ => {}
         }
-        self.map.insert(name, value);
+        if self.map.get(&name) == Some(&value) {
+            return;
+        }
+        Arc::make_mut(&mut self.map).insert(name, value);
         let mut hasher = DefaultHasher::new();
         self.map.hash(&mut hasher);
         self.digest = hasher.finish();
@@ -85,6 +91,29 @@ mod tests {
             params(&[("ab", "c")]).digest(),
             params(&[("a", "bc")]).digest()
         );
+    }
+
+    #[test]
+    fn copies_share_their_values_until_one_changes() {
+        let server = params(&[("TimeZone", "UTC"), ("DateStyle", "ISO, MDY")]);
+        let mut client = server.clone();
+        assert!(Arc::ptr_eq(&server.map, &client.map));
+        client.insert("TimeZone".into(), "UTC".into());
+        assert!(
+            Arc::ptr_eq(&server.map, &client.map),
+            "the same value copies nothing"
+        );
+        client.insert("TimeZone".into(), "Europe/Paris".into());
+        assert_eq!(server.get("TimeZone").map(String::as_str), Some("UTC"));
+        assert_eq!(
+            client.get("TimeZone").map(String::as_str),
+            Some("Europe/Paris")
+        );
+        assert_eq!(
+            client.get("DateStyle").map(String::as_str),
+            Some("ISO, MDY")
+        );
+        assert_ne!(server.digest(), client.digest());
     }
 
     #[test]
