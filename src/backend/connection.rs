@@ -14,13 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::BackendError;
+use crate::protocol::buffers;
 use crate::protocol::frame::{self, MAX_FRAME_LEN};
 use crate::protocol::message::{self, Backend, ErrorFields};
 use crate::protocol::TxStatus;
 use crate::rules::Secret;
-
-/// Room made in the read buffer before each of the connection's own reads.
-const READ_ROOM: usize = 8192;
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
@@ -94,7 +92,7 @@ impl ServerConnection {
         stream.set_nodelay(true)?;
         let mut conn = ServerConnection {
             stream,
-            read_buf: BytesMut::with_capacity(READ_ROOM),
+            read_buf: BytesMut::new(),
             params: Params::default(),
             key: ServerKey { pid: 0, secret: 0 },
             target,
@@ -238,12 +236,10 @@ impl ServerConnection {
         }
     }
 
-    /// Reads what the server sent, with room for a whole reply (the relay gives an empty
-    /// read buffer's memory back, so it may hold none).
+    /// Reads what the server sent, into a lent buffer when the connection holds none (the
+    /// relay gives an empty one back).
     async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.read_buf.capacity() - self.read_buf.len() < READ_ROOM / 4 {
-            self.read_buf.reserve(READ_ROOM);
-        }
+        buffers::reserve(&mut self.read_buf);
         self.stream.read_buf(&mut self.read_buf).await
     }
 

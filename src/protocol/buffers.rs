@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use bytes::BytesMut;
 
 /// Room kept free in read buffers before each read.
-pub const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
 /// Spare buffers kept per thread; more are freed.
 const SPARES_KEPT: usize = 64;
 /// A buffer grown beyond this (a long row, a COPY) is freed rather than kept.
@@ -30,7 +30,10 @@ pub fn lend(buf: &mut BytesMut) {
 
 /// Makes room for a read, in a lent buffer when `buf` holds none.
 pub fn reserve(buf: &mut BytesMut) {
-    lend(buf);
+    if buf.capacity() == 0 {
+        lend(buf);
+        return;
+    }
     rewind(buf);
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
@@ -61,7 +64,7 @@ fn keep(mut buf: BytesMut) {
 /// Moves an empty buffer's start back to the front of its allocation (no copy, no
 /// allocation; nothing when it is there already or the memory is shared): reads and
 /// writes then keep touching the same few cache lines instead of walking the allocation.
-pub fn rewind(buf: &mut BytesMut) {
+fn rewind(buf: &mut BytesMut) {
     if buf.is_empty() {
         // Asking for more than the capacity after the start reclaims what lies before it.
         let _ = buf.try_reclaim(buf.capacity() + 1);

@@ -89,9 +89,9 @@ fn relay_for(
 
 /// Runs the relay as a task of its own, so that each wake polls the relay's loop at once
 /// rather than through the futures of the session's opening (each a cold cache line per
-/// wake; measured with benches/footprint.sh). The task ends with this future: a shutdown
-/// that aborts the session aborts its relay. Spawned at once, not from inside a future,
-/// so the session's future does not carry the relay's size.
+/// wake; measured with benches/footprint.sh). Dropping the returned handle aborts the
+/// task, so a shutdown that aborts the session aborts its relay. Spawned at once, not
+/// from inside a future, so the session's future does not carry the relay's size.
 fn spawn_relay(relay: Relay) -> RelayTask {
     let span = tracing::Span::current();
     RelayTask(match span.is_disabled() {
