@@ -3,8 +3,10 @@
 # through pgstrata, PgBouncer and Pgpool-II, alternating targets round by
 # round, then a markdown table of median TPS, ratio to direct and CPU per
 # transaction: the proxy's, PostgreSQL's (all its processes, a replica's too)
-# and pgbench's, with the machine's idle share (on a small machine they all
-# share the same cores).
+# and pgbench's, with the machine's idle share and context switches per
+# transaction (on a small machine they all share the same cores), and
+# pgstrata's TPS over PgBouncer's round by round (robust to a machine whose
+# speed drifts during the run).
 # With REPLICA=1 the script also runs a streaming replica and reports which
 # share of the statements each target sent to the primary.
 #
@@ -267,6 +269,10 @@ server_ticks() {
 
 # "busy idle" clock ticks of the whole machine, from /proc/stat.
 machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat; }
+# Context switches of the whole machine so far, from /proc/stat: a proxy that wakes a
+# client or server process more often, or is preempted more often, costs every
+# process on the machine a switch each time.
+machine_switches() { awk '$1 == "ctxt" { print $2; exit }' /proc/stat; }
 
 # ---------------------------------------------------------------- servers
 
@@ -672,7 +678,9 @@ statement_counts() {
     echo "$(server_statements "$pg_port") $(server_statements "$replica_port")"
 }
 
-declare -A tps_runs=() cpu_runs=() share_runs=() pg_runs=() bench_runs=() idle_runs=()
+declare -A tps_runs=() cpu_runs=() share_runs=() pg_runs=() bench_runs=() idle_runs=() switch_runs=()
+# TPS of each run by "mode|clients|target|round", for ratios within a round.
+declare -A round_tps=()
 failures=0
 
 # One pgbench run; records TPS, proxy CPU µs per transaction and, with
@@ -682,19 +690,21 @@ run_pgbench() {
     local target="$1" mode="$2" clients="$3" seconds="$4" label="$5"
     local port pid jobs out err rc=0 before after txns counts_before counts_after
     local pg_before pg_after kids_before kids_after machine_before machine_after
+    local switches_before switches_after
     port="$(target_port "$target")"
     pid="$(target_pid "$target")"
     jobs=$((THREADS < clients ? THREADS : clients))
     ((jobs > 0)) || jobs=1
     out="$tmp/runs/$label.out"
     err="$tmp/runs/$label.err"
-    run_tps="" run_cpu_us="" run_share="" run_pg_us="" run_bench_us="" run_idle=""
+    run_tps="" run_cpu_us="" run_share="" run_pg_us="" run_bench_us="" run_idle="" run_switches=""
 
     counts_before="$(statement_counts)"
     [[ -n "$pid" ]] && before="$(cpu_ticks "$pid")"
     pg_before="$(server_ticks)"
     kids_before="$(children_ticks)"
     machine_before="$(machine_ticks)"
+    switches_before="$(machine_switches)"
     # In the background so that a signal reaches our trap without waiting for the run.
     "$PG_BIN/pgbench" -n -S -M "$mode" -c "$clients" -j "$jobs" -T "$seconds" \
         -h 127.0.0.1 -p "$port" -U "$BENCH_USER" "$BENCH_DB" >"$out" 2>"$err" &
@@ -702,6 +712,7 @@ run_pgbench() {
     wait "$pgbench_pid" || rc=$?
     pgbench_pid=""
     machine_after="$(machine_ticks)"
+    switches_after="$(machine_switches)"
     kids_after="$(children_ticks)"
     [[ -n "$pid" ]] && after="$(cpu_ticks "$pid")"
     pg_after="$(server_ticks)"
@@ -727,6 +738,8 @@ run_pgbench() {
         'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
     run_bench_us="$(awk -v t="$((kids_after - kids_before))" -v hz="$CLK_TCK" -v n="$txns" \
         'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+    run_switches="$(awk -v s="$((switches_after - switches_before))" -v n="$txns" \
+        'BEGIN { printf "%.2f", s / n }')"
     run_idle="$(awk -v b="$machine_before" -v a="$machine_after" 'BEGIN {
         split(b, x, " "); split(a, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
         if (busy + idle > 0) printf "%.1f", 100 * idle / (busy + idle) }')"
@@ -764,12 +777,14 @@ measure() {
                         pg_runs[$key]+="$run_pg_us "
                         bench_runs[$key]+="$run_bench_us "
                         idle_runs[$key]+="${run_idle:+$run_idle }"
+                        switch_runs[$key]+="$run_switches "
+                        round_tps[$key|$round]="$run_tps"
                         log "$mode c=$clients round $((round + 1))/$ROUNDS $target: $run_tps tps${run_cpu_us:+, $run_cpu_us µs CPU/txn}${run_share:+, $run_share% on the primary}"
                     else
                         failures=$((failures + 1))
                     fi
                     if [[ -n "$RESULTS_CSV" ]]; then
-                        echo "$mode,$clients,$target,$((round + 1)),${run_tps:-failed},${run_cpu_us:-},${run_share:-},${run_pg_us:-},${run_bench_us:-},${run_idle:-}" >>"$RESULTS_CSV"
+                        echo "$mode,$clients,$target,$((round + 1)),${run_tps:-failed},${run_cpu_us:-},${run_share:-},${run_pg_us:-},${run_bench_us:-},${run_idle:-},${run_switches:-}" >>"$RESULTS_CSV"
                     fi
                 done
             done
@@ -823,16 +838,16 @@ report() {
         share_head=" primary share % |"
         share_rule="----------------:|"
     fi
-    echo "| mode | clients | target | median TPS | min–max TPS | vs direct | proxy CPU µs/txn | postgres µs/txn | pgbench µs/txn | idle % |$share_head"
-    echo "|------|--------:|--------|-----------:|------------:|----------:|-----------------:|----------------:|---------------:|-------:|$share_rule"
-    local mode clients target key tps direct ratio cpu share pg bench idle
+    echo "| mode | clients | target | median TPS | min–max TPS | vs direct | proxy CPU µs/txn | postgres µs/txn | pgbench µs/txn | idle % | switches/txn |$share_head"
+    echo "|------|--------:|--------|-----------:|------------:|----------:|-----------------:|----------------:|---------------:|-------:|-------------:|$share_rule"
+    local mode clients target key tps direct ratio cpu share pg bench idle switches
     for mode in $MODES; do
         for clients in $CLIENTS; do
             direct="$(median <<<"${tps_runs["$mode|$clients|direct"]:-}")"
             for target in $TARGETS; do
                 key="$mode|$clients|$target"
                 if is_skipped "$target" "$mode"; then
-                    echo "| $mode | $clients | $target | skipped | | | | | | |${share_head:+ |}"
+                    echo "| $mode | $clients | $target | skipped | | | | | | | |${share_head:+ |}"
                     continue
                 fi
                 tps="$(median <<<"${tps_runs[$key]:-}")"
@@ -844,15 +859,17 @@ report() {
                 pg="$(one_decimal "$(median <<<"${pg_runs[$key]:-}")")"
                 bench="$(one_decimal "$(median <<<"${bench_runs[$key]:-}")")"
                 idle="$(one_decimal "$(median <<<"${idle_runs[$key]:-}")")"
+                switches="$(median <<<"${switch_runs[$key]:-}")"
                 if [[ -n "$tps" ]]; then
                     tps="$(awk -v t="$tps" 'BEGIN { printf "%.0f", t }')"
                 else
                     tps="failed"
                 fi
-                echo "| $mode | $clients | $target | $tps | $(spread <<<"${tps_runs[$key]:-}") | $ratio | ${cpu:--} | ${pg:--} | ${bench:--} | ${idle:--} |${share_head:+ ${share:--} |}"
+                echo "| $mode | $clients | $target | $tps | $(spread <<<"${tps_runs[$key]:-}") | $ratio | ${cpu:--} | ${pg:--} | ${bench:--} | ${idle:--} | ${switches:--} |${share_head:+ ${share:--} |}"
             done
         done
     done
+    has_target pgstrata && has_target pgbouncer && report_paired pgbouncer
     has_target pgstrata && has_target pgpool && report_vs_pgpool
     if ((failures > 0)); then
         echo
@@ -861,6 +878,29 @@ report() {
 }
 
 # The read-scaling goal: pgstrata's median TPS over Pgpool-II's (target: 1.3).
+# pgstrata's TPS over another proxy's, round by round: the two runs of a round are
+# minutes apart at most, so a machine whose speed drifts through the run (a shared VM)
+# moves both alike. Prints the median of those ratios and their range.
+report_paired() {
+    local other="$1" mode clients round ours theirs ratios mid range
+    echo
+    for mode in $MODES; do
+        for clients in $CLIENTS; do
+            ratios=""
+            for ((round = 0; round < ROUNDS; round++)); do
+                ours="${round_tps["$mode|$clients|pgstrata|$round"]:-}"
+                theirs="${round_tps["$mode|$clients|$other|$round"]:-}"
+                [[ -n "$ours" && -n "$theirs" ]] || continue
+                ratios+="$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.3f", a / b }') "
+            done
+            [[ -n "$ratios" ]] || continue
+            mid="$(awk -v v="$(median <<<"$ratios")" 'BEGIN { printf "%.3f", v }')"
+            range="$(words <<<"$ratios" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s–%s", lo, hi }')"
+            echo "pgstrata / $other, $mode c=$clients, per round: median $mid (range $range)"
+        done
+    done
+}
+
 report_vs_pgpool() {
     local mode clients ours theirs
     echo
@@ -905,7 +945,7 @@ main() {
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     make_tmp
-    [[ -n "$RESULTS_CSV" ]] && echo "mode,clients,target,round,tps,cpu_us_per_txn,primary_share_pct,postgres_us_per_txn,pgbench_us_per_txn,idle_pct" >"$RESULTS_CSV"
+    [[ -n "$RESULTS_CSV" ]] && echo "mode,clients,target,round,tps,cpu_us_per_txn,primary_share_pct,postgres_us_per_txn,pgbench_us_per_txn,idle_pct,switches_per_txn" >"$RESULTS_CSV"
 
     start_postgres
     [[ "$REPLICA" == 1 ]] && start_replica
