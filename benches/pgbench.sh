@@ -860,6 +860,7 @@ report() {
                 bench="$(one_decimal "$(median <<<"${bench_runs[$key]:-}")")"
                 idle="$(one_decimal "$(median <<<"${idle_runs[$key]:-}")")"
                 switches="$(median <<<"${switch_runs[$key]:-}")"
+                [[ -n "$switches" ]] && switches="$(awk -v v="$switches" 'BEGIN { printf "%.2f", v }')"
                 if [[ -n "$tps" ]]; then
                     tps="$(awk -v t="$tps" 'BEGIN { printf "%.0f", t }')"
                 else
