@@ -806,10 +806,11 @@ median() {
         }'
 }
 
+# "lowest–highest" of the input, each printed with FORMAT (default: no decimals).
 spread() {
-    words | sort -g | awk '
+    words | sort -g | awk -v f="${1:-%.0f}" '
         NR == 1 { lo = $1 } { hi = $1 }
-        END { if (NR) printf "%.0f–%.0f", lo, hi }'
+        END { if (NR) printf f "–" f, lo, hi }'
 }
 
 # A number with one decimal, or nothing for nothing.
@@ -878,10 +879,9 @@ report() {
     fi
 }
 
-# The read-scaling goal: pgstrata's median TPS over Pgpool-II's (target: 1.3).
-# pgstrata's TPS over another proxy's, round by round: the two runs of a round are
-# minutes apart at most, so a machine whose speed drifts through the run (a shared VM)
-# moves both alike. Prints the median of those ratios and their range.
+# pgstrata's TPS over another proxy's, round by round: the two runs of a round come one
+# after the other, so a machine whose speed drifts through the run (a shared VM) moves
+# both alike. Prints the median of those ratios and their range.
 report_paired() {
     local other="$1" mode clients round ours theirs ratios mid range
     echo
@@ -896,12 +896,13 @@ report_paired() {
             done
             [[ -n "$ratios" ]] || continue
             mid="$(awk -v v="$(median <<<"$ratios")" 'BEGIN { printf "%.3f", v }')"
-            range="$(words <<<"$ratios" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s–%s", lo, hi }')"
+            range="$(spread %.3f <<<"$ratios")"
             echo "pgstrata / $other, $mode c=$clients, per round: median $mid (range $range)"
         done
     done
 }
 
+# The read-scaling goal: pgstrata's median TPS over Pgpool-II's (target: 1.3).
 report_vs_pgpool() {
     local mode clients ours theirs
     echo
