@@ -58,14 +58,16 @@ impl Shutdown {
     }
 }
 
-/// One waiter on the stop signal.
+/// One waiter on the stop signal. In declaration order (`repr(C)`): what each poll reads
+/// first, together.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Listener {
     shutdown: Arc<Shutdown>,
-    id: u64,
-    waker: Arc<AtomicWaker>,
     /// The waker last registered: registered again only when the task's differs.
     registered: Option<Waker>,
+    id: u64,
+    waker: Arc<AtomicWaker>,
 }
 
 impl Listener {

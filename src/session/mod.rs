@@ -79,7 +79,6 @@ fn relay_for(
             startup_settings: Arc::clone(&attached.settings),
             settings: attached.settings,
             cancel_key: attached.cancel_key,
-            shutdown: proxy.shutdown.listen(),
             params_seen: Some(client_params.digest()),
             client_params,
         },

@@ -45,6 +45,17 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the last words to a client may take.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `?` inside the relay loop of `Relay::run`: an error ends the loop, as the client's
+/// protocol error or failed checkout.
+macro_rules! or_end {
+    ($relay:lifetime, $result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(e) => break $relay End::Failed(e),
+        }
+    };
+}
+
 /// Why the relay stopped.
 #[derive(Debug)]
 enum End {
@@ -62,14 +73,13 @@ enum End {
 /// transaction reads first (see `Relay`).
 #[repr(C)]
 pub struct Session {
-    pub proxy: Arc<Proxy>,
-    pub shutdown: Listener,
-    /// The ParameterStatus values the client was given at startup.
-    pub client_params: Params,
     /// The digest of the server parameters last compared with `client_params`; None once
     /// the client has been told a value since.
     pub params_seen: Option<u64>,
     pub cancel_key: CancelKey,
+    pub proxy: Arc<Proxy>,
+    /// The ParameterStatus values the client was given at startup.
+    pub client_params: Params,
     /// Settings from the StartupMessage, applied to every server connection the session uses.
     pub settings: Arc<Vec<(String, String)>>,
     /// The rules the session started with, and its pools under them.
@@ -98,6 +108,8 @@ pub struct Relay {
     /// The client's connection, whole: read and written in turn by the one relay task
     /// (halves would put the socket's state behind an `Arc`, and TLS's behind a lock).
     client: ClientStream,
+    /// The proxy's stop signal, polled at every wake.
+    shutdown: Listener,
     /// Why this session keeps its server connection between transactions, if it does.
     pin: Option<PinReason>,
     /// Settings may have changed in this transaction: read them back before releasing.
@@ -117,17 +129,17 @@ pub struct Relay {
     retry: Option<retry::Retry>,
     /// Read/write routing (transaction pooling only).
     routing: Option<Routing>,
-    /// Named statements mapped to proxy-wide ones (transaction pooling only).
-    statements: Option<Statements>,
     /// A read sent to a replica, kept until its answer starts, to send again elsewhere.
     replay: Option<BytesMut>,
+    /// Statement names the kept request registered: forgotten if it is sent again.
+    replay_names: Vec<Vec<u8>>,
+    /// Named statements mapped to proxy-wide ones (transaction pooling only).
+    statements: Option<Statements>,
     session: Session,
     /// The read timeout's timer, kept between wakes.
     timer: wait::Timer,
     /// Custom settings the client named: read back by name.
     custom_settings: BTreeSet<String>,
-    /// Statement names the kept request registered: forgotten if it is sent again.
-    replay_names: Vec<Vec<u8>>,
 }
 
 impl Relay {
@@ -157,6 +169,7 @@ impl Relay {
             statements
         });
         Relay {
+            shutdown: session.proxy.shutdown.listen(),
             client,
             from_client,
             to_client: BytesMut::new(),
@@ -184,8 +197,116 @@ impl Relay {
     }
 
     /// Relays until either side ends, returns the server connection, then says goodbye.
+    /// (The relay loop is written here rather than in a function of its own: a nested
+    /// `async fn` would add a future whose state is one more cache line per wake.)
     pub async fn run(mut self) {
-        let end = self.pump().await.unwrap_or_else(End::Failed);
+        let mut shutting_down = self.shutdown.is_fired();
+        // The client may have sent requests along with its last authentication message.
+        let mut take = true;
+        // The server connection failed, or a replica asked for the read to go elsewhere.
+        let mut lost: Option<retry::Retry> = None;
+        // (The session starts with its server attached, unless its login was answered
+        // while every connection was busy: its first transaction then takes one.)
+        // Each step waits at one place only, at the top of the loop: the arms below set
+        // `take` or `lost`. Steps that rarely run are boxed, so the session's future and
+        // its code stay small.
+        let end = 'relay: loop {
+            if let Some(retry) = lost.take() {
+                if !or_end!('relay, Box::pin(self.retry_read(retry)).await) {
+                    break 'relay End::ServerLost;
+                }
+                take = true;
+            }
+            if std::mem::take(&mut take) && or_end!('relay, self.take_frames_attaching().await) {
+                break 'relay End::Terminated;
+            }
+            if self.server.is_none() && !self.to_server.is_empty() {
+                or_end!('relay, Box::pin(self.attach(None)).await);
+            }
+            match self.write_ahead() {
+                Some(End::ServerLost) => {
+                    lost = Some(retry::Retry::Lost);
+                    continue;
+                }
+                Some(end) => break 'relay end,
+                None => {}
+            }
+            if self.transaction_over() {
+                // (The hidden round trips here leave the transaction over.)
+                if self.may_unpin {
+                    or_end!('relay, Box::pin(self.check_unpin()).await);
+                }
+                if std::mem::take(&mut self.reshaped) {
+                    crate::session::statements::plans_went_stale();
+                }
+                // A pinned session's connection stays: its stale statements go here,
+                // by name (its own SQL-level ones stay).
+                if let (Some(_), Some(server)) = (self.pin, self.server.as_deref_mut()) {
+                    if server.statements.stale() {
+                        let sql = server.statements.deallocate_each_sql();
+                        or_end!('relay, Box::pin(pooling::refresh_statements(server, &sql)).await);
+                    }
+                }
+                if self.routing.as_ref().is_some_and(Routing::needs_floor) {
+                    or_end!('relay, Box::pin(self.read_floor_lsn()).await);
+                }
+                self.pass_notifications();
+                // Transaction pooling: over and not pinned, the connection goes back.
+                if self.pin.is_none() {
+                    if self.settings_changed {
+                        or_end!('relay, Box::pin(self.capture_settings()).await);
+                        self.pass_notifications();
+                    }
+                    self.detach();
+                }
+            }
+            match self.barrier_lifted() {
+                targets::Lift::No => {}
+                targets::Lift::Release => continue,
+                targets::Lift::Yes => {
+                    take = true;
+                    continue;
+                }
+            }
+            if shutting_down && self.is_quiet() {
+                break 'relay End::Shutdown;
+            }
+            match std::future::poll_fn(|cx| self.poll_wake(cx, shutting_down)).await {
+                wait::Wake::TimedOut => Box::pin(self.statement_timed_out()).await,
+                wait::Wake::Shutdown => shutting_down = true,
+                wait::Wake::ServerRead(read) => {
+                    let failed = match read {
+                        Ok(0) | Err(_) => true,
+                        Ok(_) => self.take_server_frames(false).is_err(),
+                    };
+                    lost = if failed {
+                        Some(retry::Retry::Lost)
+                    } else {
+                        self.retry
+                    };
+                }
+                wait::Wake::ServerWritten(written) => {
+                    if written.is_err() {
+                        lost = Some(retry::Retry::Lost);
+                    }
+                }
+                wait::Wake::ClientWritten(written) => {
+                    if written.is_err() {
+                        break 'relay End::ClientGone;
+                    }
+                }
+                wait::Wake::ClientRead(read) => match read {
+                    Ok(0) | Err(_) => break 'relay End::ClientGone,
+                    Ok(_) => take = true,
+                },
+            }
+        };
+        Box::pin(self.finish(end)).await;
+    }
+
+    /// Finishes what a departing client asked for, returns the server connection and
+    /// says goodbye.
+    async fn finish(&mut self, end: End) {
         if matches!(end, End::Terminated) && self.server.is_some() {
             let _ = tokio::time::timeout(RESET_TIMEOUT, Box::pin(self.finish_requests())).await;
         }
@@ -218,110 +339,6 @@ impl Relay {
             writer.shutdown().await
         })
         .await;
-    }
-
-    async fn pump(&mut self) -> Result<End, SessionError> {
-        let mut shutting_down = self.session.shutdown.is_fired();
-        // The client may have sent requests along with its last authentication message.
-        let mut take = true;
-        // The server connection failed, or a replica asked for the read to go elsewhere.
-        let mut lost: Option<retry::Retry> = None;
-        // (The session starts with its server attached, unless its login was answered
-        // while every connection was busy: its first transaction then takes one.)
-        // Each step waits at one place only, at the top of the loop: the arms below set
-        // `take` or `lost`. Steps that rarely run are boxed, so the session's future and
-        // its code stay small.
-        loop {
-            if let Some(retry) = lost.take() {
-                if !Box::pin(self.retry_read(retry)).await? {
-                    return Ok(End::ServerLost);
-                }
-                take = true;
-            }
-            if std::mem::take(&mut take) && self.take_frames_attaching().await? {
-                return Ok(End::Terminated);
-            }
-            if self.server.is_none() && !self.to_server.is_empty() {
-                Box::pin(self.attach(None)).await?;
-            }
-            match self.write_ahead() {
-                Some(End::ServerLost) => {
-                    lost = Some(retry::Retry::Lost);
-                    continue;
-                }
-                Some(end) => return Ok(end),
-                None => {}
-            }
-            if self.transaction_over() {
-                // (The hidden round trips here leave the transaction over.)
-                if self.may_unpin {
-                    Box::pin(self.check_unpin()).await?;
-                }
-                if std::mem::take(&mut self.reshaped) {
-                    crate::session::statements::plans_went_stale();
-                }
-                // A pinned session's connection stays: its stale statements go here,
-                // by name (its own SQL-level ones stay).
-                if let (Some(_), Some(server)) = (self.pin, self.server.as_deref_mut()) {
-                    if server.statements.stale() {
-                        let sql = server.statements.deallocate_each_sql();
-                        Box::pin(pooling::refresh_statements(server, &sql)).await?;
-                    }
-                }
-                if self.routing.as_ref().is_some_and(Routing::needs_floor) {
-                    Box::pin(self.read_floor_lsn()).await?;
-                }
-                self.pass_notifications();
-                // Transaction pooling: over and not pinned, the connection goes back.
-                if self.pin.is_none() {
-                    if self.settings_changed {
-                        Box::pin(self.capture_settings()).await?;
-                        self.pass_notifications();
-                    }
-                    self.detach();
-                }
-            }
-            match self.barrier_lifted() {
-                targets::Lift::No => {}
-                targets::Lift::Release => continue,
-                targets::Lift::Yes => {
-                    take = true;
-                    continue;
-                }
-            }
-            if shutting_down && self.is_quiet() {
-                return Ok(End::Shutdown);
-            }
-            match self.wait(shutting_down).await {
-                wait::Wake::TimedOut => Box::pin(self.statement_timed_out()).await,
-                wait::Wake::Shutdown => shutting_down = true,
-                wait::Wake::ServerRead(read) => {
-                    let failed = match read {
-                        Ok(0) | Err(_) => true,
-                        Ok(_) => self.take_server_frames(false).is_err(),
-                    };
-                    lost = if failed {
-                        Some(retry::Retry::Lost)
-                    } else {
-                        self.retry
-                    };
-                }
-                wait::Wake::ServerWritten(written) => {
-                    if written.is_err() {
-                        lost = Some(retry::Retry::Lost);
-                    }
-                }
-                wait::Wake::ClientWritten(written) => {
-                    if written.is_err() {
-                        return Ok(End::ClientGone);
-                    }
-                }
-                wait::Wake::ClientRead(read) => match read {
-                    Ok(0) | Err(_) => return Ok(End::ClientGone),
-                    Ok(_) => take = true,
-                },
-            }
-        }
     }
 
     /// Writes what each side will take right now without waiting: most replies leave

@@ -3,7 +3,7 @@
 //! ready. Written as one poll function rather than a `select!` over futures: nothing is
 //! built or dropped per wake, which keeps the per-transaction code small.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -64,18 +64,16 @@ impl Relay {
     /// random (no random number per poll). Each read stops while its output backs up past
     /// HIGH_WATER, so a side that always has bytes cannot hold the other off for long; the
     /// timeout and shutdown come first so a streaming result cannot hide them.
-    pub(super) async fn wait(&mut self, shutting_down: bool) -> Wake {
-        poll_fn(|cx| self.poll_wake(cx, shutting_down)).await
-    }
-
-    fn poll_wake(&mut self, cx: &mut Context<'_>, shutting_down: bool) -> Poll<Wake> {
+    /// (Awaited through `poll_fn` in the relay loop itself: an `async fn` here would add
+    /// a future of its own, whose state is one more cache line each wake touches.)
+    pub(super) fn poll_wake(&mut self, cx: &mut Context<'_>, shutting_down: bool) -> Poll<Wake> {
         if let (Some(at), Some(_)) = (self.routing.as_ref().and_then(|r| r.deadline), &self.server)
         {
             if self.timer.poll_at(at, cx).is_ready() {
                 return Poll::Ready(Wake::TimedOut);
             }
         }
-        if !shutting_down && self.session.shutdown.poll_fired(cx).is_ready() {
+        if !shutting_down && self.shutdown.poll_fired(cx).is_ready() {
             return Poll::Ready(Wake::Shutdown);
         }
         // With nothing owed by the server, the next bytes are most likely the client's:
