@@ -5,8 +5,8 @@
 # transaction: the proxy's, PostgreSQL's (all its processes, a replica's too)
 # and pgbench's, with the machine's idle share and context switches per
 # transaction (on a small machine they all share the same cores), and
-# pgstrata's TPS over PgBouncer's round by round (robust to a machine whose
-# speed drifts during the run).
+# pgstrata's TPS and CPU per transaction over PgBouncer's round by round
+# (robust to a machine whose speed drifts during the run).
 # With REPLICA=1 the script also runs a streaming replica and reports which
 # share of the statements each target sent to the primary.
 #
@@ -689,8 +689,9 @@ statement_counts() {
 }
 
 declare -A tps_runs=() cpu_runs=() share_runs=() pg_runs=() bench_runs=() idle_runs=() switch_runs=()
-# TPS of each run by "mode|clients|target|round", for ratios within a round.
-declare -A round_tps=()
+# TPS and proxy CPU per transaction of each run by "mode|clients|target|round",
+# for ratios within a round.
+declare -A round_tps=() round_cpu=()
 failures=0
 
 # One pgbench run; records TPS, proxy CPU µs per transaction and, with
@@ -789,6 +790,7 @@ measure() {
                         idle_runs[$key]+="${run_idle:+$run_idle }"
                         switch_runs[$key]+="$run_switches "
                         round_tps[$key|$round]="$run_tps"
+                        round_cpu[$key|$round]="${run_cpu_us:-}"
                         log "$mode c=$clients round $((round + 1))/$ROUNDS $target: $run_tps tps${run_cpu_us:+, $run_cpu_us µs CPU/txn}${run_share:+, $run_share% on the primary}"
                     else
                         failures=$((failures + 1))
@@ -889,27 +891,34 @@ report() {
     fi
 }
 
-# pgstrata's TPS over another proxy's, round by round: the two runs of a round come one
-# after the other, so a machine whose speed drifts through the run (a shared VM) moves
-# both alike. Prints the median of those ratios and their range.
+# pgstrata's TPS and CPU per transaction over another proxy's, round by round: the two
+# runs of a round come one after the other, so a machine whose speed drifts through the
+# run (a shared VM) moves both alike. Prints the median of those ratios and their range.
 report_paired() {
-    local other="$1" mode clients round ours theirs ratios mid range
+    local other="$1" mode clients line
     echo
     for mode in $MODES; do
         for clients in $CLIENTS; do
-            ratios=""
-            for ((round = 0; round < ROUNDS; round++)); do
-                ours="${round_tps["$mode|$clients|pgstrata|$round"]:-}"
-                theirs="${round_tps["$mode|$clients|$other|$round"]:-}"
-                [[ -n "$ours" && -n "$theirs" ]] || continue
-                ratios+="$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.3f", a / b }') "
-            done
-            [[ -n "$ratios" ]] || continue
-            mid="$(awk -v v="$(median <<<"$ratios")" 'BEGIN { printf "%.3f", v }')"
-            range="$(spread %.3f <<<"$ratios")"
-            echo "pgstrata / $other, $mode c=$clients, per round: median $mid (range $range)"
+            line="$(paired_ratios round_tps "$mode|$clients" "$other")"
+            [[ -n "$line" ]] || continue
+            echo "pgstrata / $other, $mode c=$clients, per round: TPS $line; CPU/txn $(paired_ratios round_cpu "$mode|$clients" "$other")"
         done
     done
+}
+
+# "median M (range L–H)" of pgstrata's value over OTHER's, round by round, from the
+# array named ARRAY (keys "mode|clients|target|round"); nothing if no round has both.
+paired_ratios() {
+    local -n values="$1"
+    local prefix="$2" other="$3" round ours theirs ratios=""
+    for ((round = 0; round < ROUNDS; round++)); do
+        ours="${values["$prefix|pgstrata|$round"]:-}"
+        theirs="${values["$prefix|$other|$round"]:-}"
+        [[ -n "$ours" && -n "$theirs" ]] || continue
+        ratios+="$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.3f", a / b }') "
+    done
+    [[ -n "$ratios" ]] || return 0
+    echo "median $(awk -v v="$(median <<<"$ratios")" 'BEGIN { printf "%.3f", v }') (range $(spread %.3f <<<"$ratios"))"
 }
 
 # The read-scaling goal: pgstrata's median TPS over Pgpool-II's (target: 1.3).
