@@ -906,8 +906,9 @@ report_paired() {
     done
 }
 
-# "median M (range L–H)" of pgstrata's value over OTHER's, round by round, from the
-# array named ARRAY (keys "mode|clients|target|round"); nothing if no round has both.
+# paired_ratios ARRAY PREFIX OTHER: "median M (range L–H)" of pgstrata's value over
+# OTHER's, round by round, from the array named ARRAY at keys "PREFIX|target|round";
+# nothing if no round has both.
 paired_ratios() {
     local -n values="$1"
     local prefix="$2" other="$3" round ours theirs ratios=""
