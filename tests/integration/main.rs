@@ -1,5 +1,6 @@
 //! Integration tests: real PostgreSQL (primary + streaming replica), pgstrata in-process,
-//! real clients (tokio-postgres, sqlx, psql, pgbench, raw sockets).
+//! real clients (tokio-postgres, sqlx, psql, pgbench, raw sockets; psycopg, asyncpg,
+//! node-postgres and PgJDBC from `tests/clients/`).
 
 /// `in_both_pool_modes!(name)` declares a module `name` with two tests, `session` and
 /// `transaction`, each running `name(mode)` from the enclosing file: the pass-through cases
@@ -21,6 +22,7 @@ macro_rules! in_both_pool_modes {
 }
 
 mod bad_input;
+mod clients;
 mod drivers;
 mod edges;
 mod lifecycle;
