@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 /// Maps looked up at every Bind and Execute: foldhash is several times cheaper than the
 /// default SipHash on these short keys, and seeded per process.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -205,6 +206,10 @@ pub struct Statements {
     /// name: the same text finds other tables under another path, so clients with
     /// different paths never share a statement.
     search_path: Vec<u8>,
+    /// The client's statement names whose runs leave something in the session (a SET, a
+    /// temporary table, …): each Bind of one is read for its effects, as its text would be
+    /// in a Query. Never shrinks: a name parsed again with other text is read anew.
+    effectful: HashSet<Vec<u8>>,
 }
 
 impl Default for Statements {
@@ -218,6 +223,7 @@ impl Default for Statements {
             batches: VecDeque::from([VecDeque::new()]),
             spare: VecDeque::new(),
             search_path: Vec::new(),
+            effectful: HashSet::default(),
         }
     }
 }
@@ -247,6 +253,28 @@ impl Statements {
     /// The SQL text of the client's statement `name`, if it prepared one.
     pub fn query_of(&self, name: &[u8]) -> Option<&[u8]> {
         self.by_client_name.get(name).map(|p| p.query())
+    }
+
+    /// Remembers that running the client's statement `name` leaves something in the
+    /// session: see `effectful_query`.
+    pub fn mark_effectful(&mut self, name: &[u8]) {
+        if !self.effectful.contains(name) {
+            self.effectful.insert(name.to_vec());
+        }
+    }
+
+    /// Whether any of the client's statements was marked by `mark_effectful`.
+    pub fn has_effectful(&self) -> bool {
+        !self.effectful.is_empty()
+    }
+
+    /// The SQL text of the client's statement `name` if running it leaves something in the
+    /// session (`mark_effectful`); None for the others.
+    pub fn effectful_query(&self, name: &[u8]) -> Option<&[u8]> {
+        if !self.effectful.contains(name) {
+            return None;
+        }
+        self.query_of(name)
     }
 
     /// Rewrites a client message if it names a prepared statement. `len` is the whole

@@ -23,8 +23,6 @@ pub enum PinReason {
     Unreadable,
     /// The pool is in session mode: every session keeps its connection.
     SessionMode,
-    /// A named prepared statement that changes settings or takes session state.
-    PreparedState,
 }
 
 impl PinReason {
@@ -52,7 +50,6 @@ impl PinReason {
             PinReason::Load => "load",
             PinReason::Unreadable => "unreadable",
             PinReason::SessionMode => "session_mode",
-            PinReason::PreparedState => "prepared_state",
         }
     }
 }

@@ -31,14 +31,23 @@ fn available(name: &str, probe: &mut Command, install: &str) -> bool {
     found
 }
 
-/// Runs `command` against a transaction-pooling proxy with 4 server connections and
-/// checks that it printed `ok`.
-async fn run_through_proxy(name: &str, mut command: Command) {
-    let proxy = ProxyBuilder::default()
-        .pool_mode("transaction")
-        .pool_size(4)
-        .start()
-        .await;
+/// Runs `command` against a transaction-pooling proxy with 4 server connections (per
+/// server) and checks that it printed `ok`; then again with the shared cluster's
+/// streaming replica behind the proxy, where reads go.
+async fn run_through_proxy(name: &str, command: impl Fn() -> Command) {
+    for replica in [false, true] {
+        let mut builder = ProxyBuilder::default()
+            .pool_mode("transaction")
+            .pool_size(4);
+        if replica {
+            builder = builder.with_replica();
+        }
+        run_once(&format!("{name} (replica: {replica})"), command(), builder).await;
+    }
+}
+
+async fn run_once(name: &str, mut command: Command, builder: ProxyBuilder) {
+    let proxy = builder.start().await;
     command
         .env("PGHOST", "127.0.0.1")
         .env("PGPORT", proxy.port().to_string())
@@ -68,9 +77,12 @@ async fn psycopg_and_asyncpg() {
     if !available("psycopg/asyncpg", &mut probe, install) {
         return;
     }
-    let mut command = Command::new("python3");
-    command.arg(clients_dir().join("python_drivers.py"));
-    run_through_proxy("psycopg/asyncpg", command).await;
+    run_through_proxy("psycopg/asyncpg", || {
+        let mut command = Command::new("python3");
+        command.arg(clients_dir().join("python_drivers.py"));
+        command
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -84,11 +96,14 @@ async fn node_postgres() {
     if !available("node-postgres", &mut probe, install) {
         return;
     }
-    let mut command = Command::new("node");
-    command
-        .arg(clients_dir().join("node_pg.js"))
-        .env("NODE_PATH", &modules);
-    run_through_proxy("node-postgres", command).await;
+    run_through_proxy("node-postgres", || {
+        let mut command = Command::new("node");
+        command
+            .arg(clients_dir().join("node_pg.js"))
+            .env("NODE_PATH", &modules);
+        command
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -111,10 +126,13 @@ async fn pgjdbc() {
         eprintln!("skipping the PgJDBC test: {jar} not found ({install})");
         return;
     }
-    let mut command = Command::new("java");
-    command
-        .arg("-cp")
-        .arg(&jar)
-        .arg(clients_dir().join("Jdbc.java"));
-    run_through_proxy("PgJDBC", command).await;
+    run_through_proxy("PgJDBC", || {
+        let mut command = Command::new("java");
+        command
+            .arg("-cp")
+            .arg(&jar)
+            .arg(clients_dir().join("Jdbc.java"));
+        command
+    })
+    .await;
 }

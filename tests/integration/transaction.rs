@@ -146,6 +146,50 @@ async fn settings_never_leak_between_clients() {
     proxy.shutdown().await;
 }
 
+/// Settings made by named prepared statements, run again and again with other values, are
+/// the client's own, and do not keep it on the one connection the pool has (the other
+/// client would time out).
+#[tokio::test]
+async fn prepared_settings_never_leak_and_never_pin() {
+    let proxy = single_connection_proxy().await;
+    let a = connect(&probe_conn(&proxy, "")).await;
+    let b = connect(&probe_conn(&proxy, "")).await;
+    let set_x = a
+        .prepare("SELECT set_config('app.x', $1, false)")
+        .await
+        .expect("prepare set_config");
+    let set_timeout = a
+        .prepare("SET statement_timeout = '1234ms'")
+        .await
+        .expect("prepare SET");
+    a.execute(&set_timeout, &[]).await.expect("run SET");
+    for i in 0..20 {
+        let value = format!("mine-{i}");
+        a.execute(&set_x, &[&value]).await.expect("run set_config");
+        let row = b
+            .query_one(
+                "SELECT current_setting('statement_timeout'), current_setting('app.x', true)",
+                &[],
+            )
+            .await
+            .expect("b");
+        assert_eq!(row.get::<_, String>(0), "0");
+        assert_eq!(row.get::<_, Option<String>>(1).unwrap_or_default(), "");
+        let row = a
+            .query_one(
+                "SELECT current_setting('statement_timeout'), current_setting('app.x')",
+                &[],
+            )
+            .await
+            .expect("a");
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            ("1234ms".into(), value)
+        );
+    }
+    proxy.shutdown().await;
+}
+
 /// Temporary tables, session advisory locks and LISTEN keep working across transactions.
 #[tokio::test]
 async fn stateful_sessions_are_pinned() {

@@ -12,7 +12,9 @@ use crate::protocol::sqlstate::class_label;
 use crate::protocol::TxStatus;
 use crate::session::error::SessionError;
 use crate::session::state::Event;
-use crate::session::statements::{is_changed_result_type, plans_went_stale};
+use crate::session::statements::{
+    bind_names, is_changed_result_type, plans_went_stale, Statements,
+};
 use crate::sql::effects::{self, Effects, PinReason};
 
 use super::judge::refusal_sql;
@@ -148,7 +150,11 @@ impl Relay {
                     metrics::get().queries.increment(1);
                 }
                 if watching {
-                    let found = statement_effects(kind, body, complete && !backslash_strings);
+                    let readable = complete && !backslash_strings;
+                    let mut found = statement_effects(kind, body, readable);
+                    if let (true, Some(client)) = (readable, client_statements.as_deref_mut()) {
+                        found = effects_of_named(client, kind, body, found);
+                    }
                     pinned = stronger_pin(pinned, found.pin);
                     effects.settings |= found.settings;
                     effects.may_clear |= found.may_clear;
@@ -347,18 +353,41 @@ fn statement_effects(kind: Frontend, body: &[u8], complete: bool) -> Effects {
         Frontend::FunctionCall => unreadable,
         Frontend::Query => effects::effects(c_text(body)),
         Frontend::Parse => match cstr(body) {
-            Some((name, rest)) => {
-                let mut found = effects::effects(cstr(rest).map_or(rest, |(sql, _)| sql));
-                // A named statement runs later, any number of times, seen only as Bind and
-                // Execute: whatever it would do to the session pins it for good.
-                if !name.is_empty() && (found.settings || found.pin.is_some()) {
-                    found.pin = Some(PinReason::PreparedState);
-                }
-                found
-            }
+            Some((_, rest)) => effects::effects(cstr(rest).map_or(rest, |(sql, _)| sql)),
             None => Effects::default(),
         },
         _ => Effects::default(),
+    }
+}
+
+/// A named statement runs later, any number of times, seen only as Bind and Execute: its
+/// Parse (read whole) marks it, pinning nothing (the connection it lands on may be a
+/// replica's, and the statement has not run), and each Bind of it has the effects of its
+/// text.
+fn effects_of_named(
+    client: &mut Statements,
+    kind: Frontend,
+    body: &[u8],
+    mut found: Effects,
+) -> Effects {
+    match kind {
+        Frontend::Parse => {
+            if let Some((name, _)) = cstr(body).filter(|(name, _)| !name.is_empty()) {
+                if found != Effects::default() {
+                    client.mark_effectful(name);
+                    found.pin = None;
+                }
+            }
+            found
+        }
+        // (Most sessions have no such statement: their Binds are not read.)
+        Frontend::Bind if client.has_effectful() => {
+            match bind_names(body).and_then(|(_, name)| client.effectful_query(name)) {
+                Some(sql) => effects::effects(sql),
+                None => found,
+            }
+        }
+        _ => found,
     }
 }
 
