@@ -410,3 +410,61 @@ fn query_message(sql: &str) -> bytes::BytesMut {
     out.put_u8(0);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::statements::ServerStatements;
+
+    /// The client parses `name` as `sql`; returns the effects the relay takes from it.
+    fn parse(client: &mut Statements, name: &str, sql: &str) -> Effects {
+        let body = [name.as_bytes(), b"\0", sql.as_bytes(), b"\0\0\0"].concat();
+        client.on_client(
+            b'P',
+            body.len() + 5,
+            &body,
+            true,
+            &mut ServerStatements::default(),
+        );
+        let found = statement_effects(Frontend::Parse, &body, true);
+        effects_of_named(client, Frontend::Parse, &body, found)
+    }
+
+    /// The effects the relay takes from a Bind of the client's statement `name`.
+    fn bind(client: &mut Statements, name: &str) -> Effects {
+        let body = [b"\0", name.as_bytes(), b"\0\0\0\0\0\0\0"].concat();
+        let found = statement_effects(Frontend::Bind, &body, true);
+        effects_of_named(client, Frontend::Bind, &body, found)
+    }
+
+    #[test]
+    fn a_named_statement_has_its_effects_at_each_bind_and_pins_nothing_when_parsed() {
+        let mut client = Statements::default();
+        let set = parse(&mut client, "set", "SELECT set_config('app.x', $1, false)");
+        assert!(set.settings && set.pin.is_none(), "{set:?}");
+        let temp = parse(&mut client, "temp", "CREATE TEMP TABLE t (x int)");
+        assert_eq!(temp.pin, None);
+        assert_eq!(
+            parse(&mut client, "plain", "SELECT $1::int"),
+            Effects::default()
+        );
+        for _ in 0..2 {
+            assert!(bind(&mut client, "set").settings);
+            assert_eq!(
+                bind(&mut client, "temp").pin,
+                Some(PinReason::TemporaryObject)
+            );
+            assert_eq!(bind(&mut client, "plain"), Effects::default());
+        }
+        assert_eq!(bind(&mut client, "unknown"), Effects::default());
+    }
+
+    #[test]
+    fn an_unnamed_statement_has_its_effects_when_parsed() {
+        let mut client = Statements::default();
+        let found = parse(&mut client, "", "CREATE TEMP TABLE t (x int)");
+        assert_eq!(found.pin, Some(PinReason::TemporaryObject));
+        assert!(!client.has_effectful());
+        assert_eq!(bind(&mut client, ""), Effects::default());
+    }
+}
