@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 /// Maps looked up at every Bind and Execute: foldhash is several times cheaper than the
 /// default SipHash on these short keys, and seeded per process.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// (Looked up only at Binds of sessions that have such names.)
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

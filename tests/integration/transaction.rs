@@ -131,17 +131,7 @@ async fn settings_never_leak_between_clients() {
         assert_eq!(row.get::<_, String>(0), "\"$user\", public");
         assert_eq!(row.get::<_, String>(1), "0");
         assert_eq!(row.get::<_, Option<String>>(2).unwrap_or_default(), "");
-        let row = a
-            .query_one(
-                "SELECT current_setting('statement_timeout'), current_setting('app.x')",
-                &[],
-            )
-            .await
-            .expect("a");
-        assert_eq!(
-            (row.get::<_, String>(0), row.get::<_, String>(1)),
-            ("4321ms".into(), "mine".into())
-        );
+        assert_eq!(timeout_and_x(&a).await, ("4321ms".into(), "mine".into()));
     }
     proxy.shutdown().await;
 }
@@ -166,28 +156,22 @@ async fn prepared_settings_never_leak_and_never_pin() {
     for i in 0..20 {
         let value = format!("mine-{i}");
         a.execute(&set_x, &[&value]).await.expect("run set_config");
-        let row = b
-            .query_one(
-                "SELECT current_setting('statement_timeout'), current_setting('app.x', true)",
-                &[],
-            )
-            .await
-            .expect("b");
-        assert_eq!(row.get::<_, String>(0), "0");
-        assert_eq!(row.get::<_, Option<String>>(1).unwrap_or_default(), "");
-        let row = a
-            .query_one(
-                "SELECT current_setting('statement_timeout'), current_setting('app.x')",
-                &[],
-            )
-            .await
-            .expect("a");
-        assert_eq!(
-            (row.get::<_, String>(0), row.get::<_, String>(1)),
-            ("1234ms".into(), value)
-        );
+        assert_eq!(timeout_and_x(&b).await, ("0".into(), String::new()));
+        assert_eq!(timeout_and_x(&a).await, ("1234ms".into(), value));
     }
     proxy.shutdown().await;
+}
+
+/// A client's `statement_timeout` and `app.x` (empty when it has none).
+async fn timeout_and_x(client: &tokio_postgres::Client) -> (String, String) {
+    let row = client
+        .query_one(
+            "SELECT current_setting('statement_timeout'), coalesce(current_setting('app.x', true), '')",
+            &[],
+        )
+        .await
+        .expect("settings");
+    (row.get(0), row.get(1))
 }
 
 /// Temporary tables, session advisory locks and LISTEN keep working across transactions.

@@ -243,8 +243,8 @@ impl Routing {
             let serializable =
                 classified.begins.is_some() && classified.normalized.contains("serializable");
             // So do settings: read back after the transaction where they were made (a
-            // default of serializable isolation cannot be read back on a standby), and
-            // a prepared SET pins the session where it was parsed.
+            // default of serializable isolation cannot be read back on a standby); a
+            // prepared SET is judged so at each Bind of it.
             if found.pin.is_some() || found.may_clear || found.settings || serializable {
                 want = Want::Primary;
             }
